@@ -1,0 +1,132 @@
+"""Input handling shared by every measure: conversion, convolutional policies, validation.
+
+A *representation* is a 2-D array ``(n_datapoints, n_neurons)``. Measures accept numpy arrays or
+torch tensors (CPU or CUDA) and compute in float64 unless told otherwise. Convolutional
+activations ``(N, C, H, W)`` must be reduced by an explicit policy (see :data:`CONV_POLICIES`).
+Everything here raises :class:`ValueError` naming the problem; nothing returns NaN silently.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+#: How a 4-D activation ``(N, C, H, W)`` becomes a 2-D representation.
+#:
+#: - ``"channels"``: channels are neurons and every spatial position of every input is a
+#:   datapoint, ``(N*H*W, C)`` (the choice of Raghu et al. 2017/2020 for CCA on conv layers).
+#: - ``"flatten"``: every (channel, position) is a neuron, ``(N, C*H*W)`` (Kornblith et al. 2019).
+#: - ``"mean"``: spatial average per channel, ``(N, C)``.
+CONV_POLICIES = ("channels", "flatten", "mean")
+
+
+def to_tensor(x: Any, *, name: str = "X", dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Convert a numpy array, torch tensor or nested sequence to a tensor of ``dtype``.
+
+    Tensors keep their device; numpy arrays are shared without a copy where the dtype allows.
+    Gradients are detached: measures are evaluation tools, not losses.
+    """
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    elif isinstance(x, np.ndarray):
+        if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise ValueError(f"{name} has non-numeric dtype {x.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(x))
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name} cannot be read as a numeric array: {err}") from None
+    if t.is_complex():
+        raise ValueError(f"{name} is complex; representations must be real")
+    return t.to(dtype)
+
+
+def reduce_conv(t: torch.Tensor, policy: str | None, *, name: str = "X") -> torch.Tensor:
+    """Reduce a 4-D activation ``(N, C, H, W)`` to 2-D by ``policy`` (see :data:`CONV_POLICIES`)."""
+    if policy not in CONV_POLICIES:
+        raise ValueError(
+            f"{name} is 4-D {tuple(t.shape)} (N, C, H, W): choose conv= one of {CONV_POLICIES}"
+            f" (got {policy!r})"
+        )
+    n, c, h, w = t.shape
+    if policy == "channels":
+        return t.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    if policy == "flatten":
+        return t.reshape(n, c * h * w)
+    return t.mean(dim=(2, 3))
+
+
+def as_representation(
+    x: Any,
+    *,
+    name: str = "X",
+    conv: str | None = None,
+    dtype: torch.dtype = torch.float64,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Validate ``x`` and return it as a 2-D tensor ``(n, d)`` of ``dtype``.
+
+    2-D input is used as it is; 4-D input ``(N, C, H, W)`` is reduced by ``conv``; 3-D input
+    ``(N, T, D)`` (sequences) must be reshaped by the caller. Raises ``ValueError`` for
+    non-numeric, 1-D, empty or non-finite input.
+    """
+    t = to_tensor(x, name=name, dtype=dtype)
+    if t.ndim == 4:
+        t = reduce_conv(t, conv, name=name)
+    elif t.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D (n_datapoints, n_neurons) or 4-D (N, C, H, W); got shape"
+            f" {tuple(t.shape)}" + (" (reshape a single neuron to (n, 1))" if t.ndim == 1 else "")
+        )
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
+    if check_finite and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    return t
+
+
+def as_pair(
+    x: Any,
+    y: Any,
+    *,
+    conv: str | None = None,
+    dtype: torch.dtype = torch.float64,
+    min_n: int = 2,
+    measure: str = "this measure",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate two representations of the same datapoints; return 2-D tensors on one device.
+
+    Checks what :func:`as_representation` checks, plus: equal numbers of datapoints, at least
+    ``min_n`` of them, both on the same device (the device of ``x`` wins for numpy ``y``).
+    """
+    tx = as_representation(x, name="X", conv=conv, dtype=dtype)
+    ty = as_representation(y, name="Y", conv=conv, dtype=dtype)
+    if tx.shape[0] != ty.shape[0]:
+        raise ValueError(
+            f"X and Y must describe the same datapoints: X has {tx.shape[0]} rows, Y has"
+            f" {ty.shape[0]}" + (f" (after conv={conv!r})" if conv else "")
+        )
+    if tx.shape[0] < min_n:
+        raise ValueError(f"{measure} needs at least {min_n} datapoints; got {tx.shape[0]}")
+    if tx.device != ty.device:
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+            raise ValueError(f"X is on {tx.device} and Y on {ty.device}; put them on one device")
+        device = tx.device if isinstance(x, torch.Tensor) else ty.device
+        tx, ty = tx.to(device), ty.to(device)
+    return tx, ty
+
+
+def centre(t: torch.Tensor, *, name: str = "X") -> torch.Tensor:
+    """Subtract the column means of ``t`` ``(n, d)``: ``t - 1 mean(t)``.
+
+    Raises ``ValueError`` if the representation is constant, i.e. every centred entry is at the
+    rounding level of the data (``max|c| <= 64 eps max|t|``).
+    """
+    c = t - t.mean(dim=0, keepdim=True)
+    scale = float(t.abs().max())
+    if float(c.abs().max()) <= 64 * torch.finfo(t.dtype).eps * scale:
+        raise ValueError(f"{name} is constant: every neuron has zero variance over the datapoints")
+    return c
