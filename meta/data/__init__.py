@@ -1,4 +1,35 @@
 """Few-shot data: Omniglot, miniImageNet and the built-in glyphs set, served as episodes."""
 from meta.data.base import FewShotSplit
+from meta.data.cache import DatasetError, cache_root
+from meta.data.episodes import (
+    Episode,
+    EpisodeBatch,
+    EpisodeSampler,
+    FixedTasks,
+    TaskIndices,
+    fixed_task_seed,
+    fixed_tasks,
+)
+from meta.data.miniimagenet import MINIIMAGENET_MEAN, MINIIMAGENET_STD, load_miniimagenet
+from meta.data.omniglot import load_omniglot
+from meta.data.registry import DATASETS, PROTOCOLS, load_split
 
-__all__ = ["FewShotSplit"]
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "Episode",
+    "EpisodeBatch",
+    "EpisodeSampler",
+    "FewShotSplit",
+    "FixedTasks",
+    "MINIIMAGENET_MEAN",
+    "MINIIMAGENET_STD",
+    "PROTOCOLS",
+    "TaskIndices",
+    "cache_root",
+    "fixed_task_seed",
+    "fixed_tasks",
+    "load_miniimagenet",
+    "load_omniglot",
+    "load_split",
+]
