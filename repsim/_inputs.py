@@ -43,6 +43,23 @@ def to_tensor(x: Any, *, name: str = "X", dtype: torch.dtype = torch.float64) ->
     return t.to(dtype)
 
 
+def count_non_finite(t: torch.Tensor) -> int:
+    """Number of NaN or infinite entries of ``t``.
+
+    Fast path: a finite sum (one pass, no temporary) proves every entry finite; only otherwise
+    (a bad entry, or a sum that overflowed) are the entries tested one by one.
+    """
+    if t.is_floating_point() and bool(torch.isfinite(t.sum())):
+        return 0
+    return int((~torch.isfinite(t)).sum())
+
+
+def max_abs(t: torch.Tensor) -> float:
+    """``max |t|`` without an ``|t|`` temporary (one pass of ``aminmax``)."""
+    low, high = torch.aminmax(t)
+    return max(-float(low), float(high))
+
+
 def reduce_conv(t: torch.Tensor, policy: str | None, *, name: str = "X") -> torch.Tensor:
     """Reduce a 4-D activation ``(N, C, H, W)`` to 2-D by ``policy`` (see :data:`CONV_POLICIES`)."""
     if policy not in CONV_POLICIES:
@@ -82,9 +99,10 @@ def as_representation(
         )
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
-    if check_finite and not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    if check_finite:
+        bad = count_non_finite(t)
+        if bad:
+            raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
     return t
 
 
@@ -126,7 +144,6 @@ def centre(t: torch.Tensor, *, name: str = "X") -> torch.Tensor:
     rounding level of the data (``max|c| <= 64 eps max|t|``).
     """
     c = t - t.mean(dim=0, keepdim=True)
-    scale = float(t.abs().max())
-    if float(c.abs().max()) <= 64 * torch.finfo(t.dtype).eps * scale:
+    if max_abs(c) <= 64 * torch.finfo(t.dtype).eps * max_abs(t):
         raise ValueError(f"{name} is constant: every neuron has zero variance over the datapoints")
     return c

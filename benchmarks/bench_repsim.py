@@ -1,0 +1,492 @@
+"""Speed, memory and accuracy of repsim's similarity measures, side by side, in one run.
+
+For each measure and shape it times (median of interleaved repeats, one intra-op thread):
+
+- repsim's measure (float64);
+- the bound: the three float64 products X'X, Y'Y, X'Y of the same shapes, which any exact
+  CCA or CKA must at least compute;
+- every installed peer from PyPI that computes the same measure (cca-zoo, deep-reps, ckatorch,
+  pytorch-cka, torch-cka), each optional: missing ones are listed, not fatal;
+
+and, in a fresh child process per (measure, shape, implementation), the peak resident memory
+that the computation adds above the inputs (Linux ``VmHWM`` after resetting it through
+``/proc/self/clear_refs``; tracemalloc cannot see torch's allocations). Streaming CKA and CCA
+(``repsim.streaming``) run over ``(n, d)`` data that never exists in memory at once.
+
+Run ``python benchmarks/bench_repsim.py --help``; see benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # peers on numpy/scipy get one BLAS thread too
+
+import argparse
+import importlib
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+import time
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import repsim  # noqa: E402
+from repsim.cka import linear_cka  # noqa: E402
+
+torch.set_num_threads(1)
+warnings.filterwarnings("ignore")
+
+Thunk = Callable[[], float]
+Maker = Callable[[np.ndarray, np.ndarray], Thunk]
+
+DEFAULT_SIZES = "5000x512,2000x2048,50000x64"
+QUICK_SIZES = "2000x128,500x256"
+IN_MEMORY_MEASURES = ("mean_cca", "svcca", "pwcca", "linear_cka", "debiased_cka")
+SEED = 2020
+
+
+# ---------------------------------------------------------------------------------- data
+def activations(n: int, d: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Two related post-ReLU-like float64 representations ``(n, d)`` with positive means."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, d))
+    mix = rng.standard_normal((d, d)) / np.sqrt(d)
+    x = np.maximum(z + 0.5, 0.0)
+    y = np.maximum(z @ mix + 0.7 * rng.standard_normal((n, d)) + 0.5, 0.0)
+    return x, y
+
+
+def stream_batches(n: int, d: int, batch: int, seed: int = SEED) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The rows of an ``(n, d)`` pair of representations, generated batch by batch."""
+    mix = np.random.default_rng(seed).standard_normal((d, d)) / np.sqrt(d)
+    for index, start in enumerate(range(0, n, batch)):
+        rng = np.random.default_rng([seed, index])
+        z = rng.standard_normal((min(batch, n - start), d))
+        yield np.maximum(z + 0.5, 0.0), np.maximum(z @ mix + 0.7 * rng.standard_normal(z.shape) + 0.5, 0.0)
+
+
+def products_bound(x: np.ndarray, y: np.ndarray) -> Thunk:
+    """The lower bound of any exact CCA/CKA: X'X, Y'Y and X'Y in float64 (torch, one thread)."""
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def run() -> float:
+        tx.T @ tx, ty.T @ ty, tx.T @ ty
+        return float("nan")
+
+    return run
+
+
+# ---------------------------------------------------------------------------------- peers
+def import_module_only(package: str, module: str) -> types.ModuleType:
+    """Import ``package.module`` without running ``package/__init__.py`` (whose other imports,
+    e.g. open_clip for deep-reps, are irrelevant to the measure and heavy)."""
+    if package not in sys.modules:
+        spec = importlib.util.find_spec(package)
+        if spec is None:
+            raise ImportError(f"{package} is not installed")
+        stub = types.ModuleType(package)
+        stub.__path__ = list(spec.submodule_search_locations or [])
+        sys.modules[package] = stub
+    return importlib.import_module(f"{package}.{module}")
+
+
+def _cca_zoo_mean_cca(x: np.ndarray, y: np.ndarray) -> Thunk:
+    from cca_zoo.linear import CCA
+
+    k = min(x.shape[1], y.shape[1])
+    return lambda: float(CCA(n_components=k).fit([x, y]).score([x, y]))
+
+
+def _deep_reps(function: str, *args: object) -> Maker:
+    cca_measures = import_module_only("deep_reps", "cca_measures")
+
+    def make(x: np.ndarray, y: np.ndarray) -> Thunk:
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        return lambda: float(getattr(cca_measures, function)(tx, ty, *args))
+
+    return make
+
+
+def _ckatorch(unbiased: bool) -> Maker:
+    from ckatorch.core import cka_base
+
+    def make(x: np.ndarray, y: np.ndarray) -> Thunk:
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        return lambda: float(cka_base(tx, ty, kernel="linear", unbiased=unbiased))
+
+    return make
+
+
+def _pytorch_cka(x: np.ndarray, y: np.ndarray) -> Thunk:
+    from cka import cka_from_features  # the pytorch-cka distribution installs module `cka`
+
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    return lambda: float(cka_from_features(tx, ty).squeeze())
+
+
+def _torch_cka(x: np.ndarray, y: np.ndarray) -> Thunk:
+    """torch-cka's CKA over one batch of all n rows (it accepts float32 features only)."""
+    from torch.utils.data import DataLoader, TensorDataset
+    from torch_cka import CKA
+
+    tx, ty = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
+
+    def run() -> float:
+        one, two = torch.nn.Sequential(torch.nn.Identity()), torch.nn.Sequential(torch.nn.Identity())
+        cka = CKA(one, two, "X", "Y", model1_layers=["0"], model2_layers=["0"])
+        loaders = [DataLoader(TensorDataset(t), batch_size=len(t)) for t in (tx, ty)]
+        cka.compare(*loaders)
+        return float(cka.export()["CKA"][0, 0])
+
+    return run
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer's implementation of one measure: ``loader()`` returns a :data:`Maker`."""
+
+    name: str
+    measure: str
+    loader: Callable[[], Maker]
+    gram: bool = False  # builds n x n matrices
+    note: str = ""
+
+
+PEERS = (
+    Peer("cca-zoo", "mean_cca", lambda: _cca_zoo_mean_cca),
+    Peer("deep-reps", "mean_cca", lambda: _deep_reps("compute_standard_cca")),
+    Peer("deep-reps", "svcca", lambda: _deep_reps("compute_standard_svcca", 0.99)),
+    Peer("ckatorch", "linear_cka", lambda: _ckatorch(False), gram=True),
+    Peer("ckatorch", "debiased_cka", lambda: _ckatorch(True), gram=True),
+    Peer("pytorch-cka", "debiased_cka", lambda: _pytorch_cka, gram=True, note="clamps to [0,1]"),
+    Peer("torch-cka", "debiased_cka", lambda: _torch_cka, gram=True, note="float32 only"),
+)
+
+
+# ---------------------------------------------------------------------------------- ours
+def ours(measure: str) -> Maker:
+    """repsim's implementation of ``measure`` as a :data:`Maker`."""
+    if measure in ("linear_cka", "debiased_cka"):
+        debiased = measure == "debiased_cka"
+        return lambda x, y: lambda: float(linear_cka(x, y, debiased=debiased))
+    canonical = importlib.import_module("repsim.canonical")
+    function = {"mean_cca": canonical.mean_cca, "svcca": canonical.svcca, "pwcca": canonical.pwcca}[measure]
+    return lambda x, y: lambda: float(function(x, y))
+
+
+def streaming(measure: str) -> Callable[[Callable[[], Iterator]], float]:
+    """Exact streaming CKA / mean CCA from ``repsim.streaming`` over the batches of a factory."""
+    module = importlib.import_module("repsim.streaming")
+    cls = module.StreamingCKA if measure == "stream_linear_cka" else module.StreamingCCA
+
+    def run(batches: Callable[[], Iterator]) -> float:
+        acc = cls()
+        for xb, yb in batches():
+            acc.update(xb, yb)
+        return float(acc.result())
+
+    return run
+
+
+# ---------------------------------------------------------------------------------- timing
+@dataclass
+class Row:
+    measure: str
+    shape: str
+    impl: str
+    times: list[float] = field(default_factory=list)
+    value: float = float("nan")
+    status: str = ""
+    peak_mb: float | None = None
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times) if self.times else float("nan")
+
+
+def time_interleaved(thunks: dict[str, Thunk], rows: dict[str, Row], repeats: int, slow_s: float) -> None:
+    """Warm up each thunk (its value is kept), then time ``repeats`` rounds, one call of each
+    thunk per round, so that machine noise hits every implementation alike. A thunk whose
+    warm-up took over ``slow_s`` is timed by its warm-up alone."""
+    active = {}
+    for key, thunk in thunks.items():
+        start = time.perf_counter()
+        try:
+            rows[key].value = thunk()
+        except Exception as err:  # noqa: BLE001 - a failing peer is reported, not fatal
+            rows[key].status = f"error: {type(err).__name__}: {str(err)[:60]}"
+            continue
+        elapsed = time.perf_counter() - start
+        if elapsed > slow_s:
+            rows[key].times = [elapsed]
+            rows[key].note = (rows[key].note + " timed once").strip()
+        else:
+            active[key] = thunk
+    for _ in range(repeats):
+        for key, thunk in active.items():
+            start = time.perf_counter()
+            thunk()
+            rows[key].times.append(time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------- memory
+def _rss_mb(field_name: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def child_memory(spec: dict) -> dict:
+    """Run one implementation in this fresh process and report the peak RSS that it adds.
+
+    A warm-up on a small problem first pays the libraries' one-off initialisation; the parent
+    sets ``MALLOC_MMAP_THRESHOLD_`` so that large blocks go back to the system when freed.
+    """
+    n, d = spec["n"], spec["d"]
+    if spec["measure"].startswith("stream_"):
+        run = streaming(spec["measure"])
+        small = min(n, 2 * spec["batch"])
+        warm_up = lambda: run(lambda: stream_batches(small, d, spec["batch"]))  # noqa: E731
+        thunk: Thunk = lambda: run(lambda: stream_batches(n, d, spec["batch"]))  # noqa: E731
+    else:
+        maker = products_bound if spec["impl"] == "bound" else (
+            ours(spec["measure"]) if spec["impl"] == "repsim" else _peer_maker(spec["impl"], spec["measure"])
+        )
+        warm_up = maker(*activations(min(n, 4 * d), d, seed=1))
+        thunk = maker(*activations(n, d))
+    try:
+        warm_up()
+    except Exception:  # noqa: BLE001 - the warm-up only loads libraries
+        pass
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+    base = _rss_mb("VmRSS")
+    thunk()
+    return {"base_mb": base, "peak_mb": _rss_mb("VmHWM")}
+
+
+def _peer_maker(name: str, measure: str) -> Maker:
+    return next(p for p in PEERS if p.name == name and p.measure == measure).loader()
+
+
+def measure_memory(spec: dict) -> float | None:
+    """Peak MB added by one implementation, measured in a fresh child process."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        capture_output=True, text=True, timeout=3600, env=env,
+    )
+    if proc.returncode != 0:
+        return None
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return report["peak_mb"] - report["base_mb"]
+
+
+# ---------------------------------------------------------------------------------- cases
+def parse_shape(text: str) -> tuple[int, int]:
+    n, d = text.lower().split("x")
+    return int(float(n)), int(d)
+
+
+def available_peers(measure: str, n: int, max_gram_n: int) -> tuple[dict[str, Maker], list[Row]]:
+    """Makers of the installed peers for ``measure``; rows for those skipped or missing."""
+    makers, skipped = {}, []
+    for peer in (p for p in PEERS if p.measure == measure):
+        if peer.gram and n > max_gram_n:
+            gb = 8 * n * n / 1e9
+            skipped.append(Row(measure, "", peer.name, status=f"skipped: n x n Gram ({gb:.0f} GB each)"))
+            continue
+        try:
+            makers[peer.name] = peer.loader()
+        except ImportError as err:
+            skipped.append(Row(measure, "", peer.name, status=f"missing: {err}"))
+    return makers, skipped
+
+
+def run_in_memory_case(measure: str, n: int, d: int, args: argparse.Namespace) -> list[Row]:
+    shape = f"{n}x{d}"
+    x, y = activations(n, d)
+    makers: dict[str, Maker] = {"bound": products_bound}
+    try:
+        makers["repsim"] = ours(measure)
+    except (ImportError, AttributeError) as err:
+        return [Row(measure, shape, "repsim", status=f"missing: {err}")]
+    skipped: list[Row] = []
+    if not args.no_peers:
+        peer_makers, skipped = available_peers(measure, n, args.max_gram_n)
+        makers.update(peer_makers)
+    rows = {key: Row(measure, shape, key) for key in makers}
+    for peer in PEERS:
+        if peer.measure == measure and peer.name in rows:
+            rows[peer.name].note = peer.note
+    thunks = {key: make(x, y) for key, make in makers.items()}
+    time_interleaved(thunks, rows, args.repeats, args.slow)
+    if not args.no_memory:
+        for key, row in rows.items():
+            if not row.status:
+                row.peak_mb = measure_memory({"measure": measure, "impl": key, "n": n, "d": d})
+    for row in skipped:
+        row.shape = shape
+    return list(rows.values()) + skipped
+
+
+def run_streaming_case(measure: str, n: int, d: int, args: argparse.Namespace) -> list[Row]:
+    shape = f"{n}x{d}"
+    try:
+        run = streaming(measure)
+    except (ImportError, AttributeError) as err:
+        return [Row(measure, shape, "repsim", status=f"missing: {err}")]
+    batches = list(stream_batches(n, d, args.batch))  # generated once, outside the timing
+
+    def bound() -> float:
+        for xb, yb in batches:
+            tx, ty = torch.from_numpy(xb), torch.from_numpy(yb)
+            tx.T @ tx, ty.T @ ty, tx.T @ ty
+        return float("nan")
+
+    rows = {key: Row(measure, shape, key) for key in ("bound", "repsim")}
+    thunks = {"bound": bound, "repsim": lambda: run(lambda: iter(batches))}
+    time_interleaved(thunks, rows, args.repeats, args.slow)
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    del batches
+    in_memory = ours("linear_cka" if measure == "stream_linear_cka" else "mean_cca")(x, y)
+    rows["in-memory"] = Row(measure, shape, "in-memory repsim", value=in_memory(), note="reference")
+    del x, y
+    if not args.no_memory:
+        rows["repsim"].peak_mb = measure_memory(
+            {"measure": measure, "impl": "repsim", "n": n, "d": d, "batch": args.batch}
+        )
+    rows["repsim"].note = f"batches of {args.batch}"
+    return list(rows.values())
+
+
+# ---------------------------------------------------------------------------------- report
+NAN = float("nan")
+TABLE = "{measure:<18}{shape:>13}  {impl:<17}{median:>10}{x_bound:>9}{x_ours:>10}{peak:>9}{diff:>10}  {note}"
+
+
+def ratio(row: Row | None, base: Row | None) -> float:
+    """Median time of ``row`` over that of ``base`` (NaN if either was not timed)."""
+    return row.median / base.median if row and base and row.times and base.times else NAN
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None or value != value else format(value, spec)
+
+
+def print_table(rows: list[Row]) -> None:
+    """One line per implementation; ``|diff|`` against repsim's in-memory float64 value."""
+    header = TABLE.format(
+        measure="measure", shape="shape", impl="implementation", median="median s", x_bound="x bound",
+        x_ours="x repsim", peak="peak MB", diff="|diff|", note="note",
+    )
+    print(header + "\n" + "-" * len(header))
+    groups: dict[tuple[str, str], dict[str, Row]] = {}
+    for row in rows:
+        groups.setdefault((row.measure, row.shape), {})[row.impl] = row
+    for group in groups.values():
+        bound, mine = group.get("bound"), group.get("repsim")
+        reference = group.get("in-memory repsim", mine)
+        for row in group.values():
+            if row.status:
+                print(f"{row.measure:<18}{row.shape:>13}  {row.impl:<17}{row.status}")
+                continue
+            diff = NAN if row is bound or reference is None else abs(row.value - reference.value)
+            print(TABLE.format(
+                measure=row.measure, shape=row.shape, impl=row.impl, median=_fmt(row.median, ".4f"),
+                x_bound=_fmt(ratio(row, bound), ".2f"), x_ours=_fmt(ratio(row, mine), ".2f"),
+                peak=_fmt(row.peak_mb, ".0f"), diff=_fmt(diff, ".1e"), note=row.note,
+            ))
+
+
+def print_targets(rows: list[Row]) -> None:
+    """The brief's targets, checked against this run."""
+    by = {(r.measure, r.shape, r.impl): r for r in rows}
+    print("\ntargets")
+    for measure, limit in (("mean_cca", 2.0), ("linear_cka", 1.3)):
+        r = ratio(by.get((measure, "5000x512", "repsim")), by.get((measure, "5000x512", "bound")))
+        if r == r:
+            verdict = "met" if r <= limit else "MISSED"
+            print(f"  {measure} at 5000x512: {r:.2f}x bound (target <= {limit}): {verdict}")
+    for row in rows:
+        if row.measure.startswith("stream_") and row.impl == "repsim" and row.peak_mb is not None:
+            verdict = "met" if row.peak_mb < 200 else "MISSED"
+            print(
+                f"  {row.measure} at {row.shape}: peak {row.peak_mb:.0f} MB added, batches included"
+                f" (target < 200): {verdict}"
+            )
+    faster_peers = [
+        f"{r.impl} {r.measure} {r.shape} ({ratio(r, by.get((r.measure, r.shape, 'repsim'))):.2f}x)"
+        for r in rows
+        if r.impl not in ("repsim", "bound", "in-memory repsim")
+        and ratio(r, by.get((r.measure, r.shape, "repsim"))) < 1
+    ]
+    print("  faster than every peer:", "yes" if not faster_peers else f"NO, slower than {faster_peers}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes, 2 repeats: a smoke run")
+    parser.add_argument("--sizes", help=f"in-memory shapes NxD, comma-separated (default {DEFAULT_SIZES})")
+    parser.add_argument("--measures", default=",".join(IN_MEMORY_MEASURES), help="in-memory measures to run")
+    parser.add_argument("--stream", help="streaming shape NxD (default 1000000x64; quick 50000x64)")
+    parser.add_argument("--batch", type=int, default=50000, help="rows per streaming batch")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5; quick 2)")
+    parser.add_argument("--slow", type=float, default=20.0, help="time once what takes longer (s)")
+    parser.add_argument("--max-gram-n", type=int, default=10000, help="skip n x n peers above this n")
+    parser.add_argument("--no-peers", action="store_true", help="repsim and the bound only")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-case child processes")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    args.stream = args.stream or ("50000x64" if args.quick else "1000000x64")
+    args.repeats = args.repeats or (2 if args.quick else 5)
+    if args.quick:
+        args.batch = min(args.batch, 10000)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(child_memory(json.loads(args.child))))
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, float64; medians of {args.repeats}")
+    missing = []
+    for peer in PEERS:
+        try:
+            peer.loader()
+        except ImportError as err:
+            missing.append(f"{peer.name} ({err})")
+    print("peers missing (pip install them to compare):", ", ".join(sorted(set(missing))) or "none")
+    rows: list[Row] = []
+    measures = [m.strip() for m in args.measures.split(",") if m.strip()]
+    for text in args.sizes.split(","):
+        n, d = parse_shape(text)
+        for measure in measures:
+            print(f"... {measure} {n}x{d}", file=sys.stderr, flush=True)
+            rows += run_in_memory_case(measure, n, d, args)
+    n, d = parse_shape(args.stream)
+    for measure in ("stream_linear_cka", "stream_cca"):
+        print(f"... {measure} {n}x{d}", file=sys.stderr, flush=True)
+        rows += run_streaming_case(measure, n, d, args)
+    print()
+    print_table(rows)
+    print_targets(rows)
+
+
+if __name__ == "__main__":
+    main()
