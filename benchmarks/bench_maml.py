@@ -314,7 +314,7 @@ def main() -> None:
         peak = conv_throughput()
         flops = anil_conv_flops()
         best = min((timing[n]["cpu_s"], n) for n in names if n.startswith("anil/") and n != "anil/baseline")
-        print(f"\nconv4 conv forward+backward throughput, batch 600 (GFLOP/s): "
+        print("\nconv4 conv forward+backward throughput, batch 600 (GFLOP/s): "
               + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
         print(f"ANIL conv FLOPs per iteration: {flops / 1e9:.1f} GFLOP")
         for seconds, name in sorted((timing[n]["cpu_s"], n) for n in names if n.startswith("anil/")):

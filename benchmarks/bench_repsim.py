@@ -41,7 +41,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import repsim  # noqa: E402
 from repsim.cka import linear_cka  # noqa: E402
 
 torch.set_num_threads(1)

@@ -60,6 +60,17 @@ def max_abs(t: torch.Tensor) -> float:
     return max(-float(low), float(high))
 
 
+def source_eps(x: Any) -> float:
+    """Rounding unit of ``x`` as given: ``finfo(dtype).eps`` for floating arrays and tensors,
+    0 for integer data and Python numbers (exact, or float64 at most once converted)."""
+    dtype = getattr(x, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+    if dtype is not None and np.issubdtype(dtype, np.floating):
+        return float(np.finfo(dtype).eps)
+    return 0.0
+
+
 def reduce_conv(t: torch.Tensor, policy: str | None, *, name: str = "X") -> torch.Tensor:
     """Reduce a 4-D activation ``(N, C, H, W)`` to 2-D by ``policy`` (see :data:`CONV_POLICIES`)."""
     if policy not in CONV_POLICIES:

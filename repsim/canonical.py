@@ -11,7 +11,8 @@ to translation.
 **How they are computed** (never by inverting covariance matrices). Each centred side is
 factorised by Householder QR, ``Xc = Q R`` (``R`` upper triangular, ``Q`` never formed). Its
 numerical rank is the number of singular values of ``R`` (those of ``Xc``) above
-``rtol * s_max`` with ``rtol = max(n, d) * eps`` by default (numpy's ``matrix_rank`` rule).
+``rtol * s_max`` with ``rtol = max(n, d) * eps`` by default (numpy's ``matrix_rank`` rule, ``eps`` the
+larger of the computing dtype's and the input's own: float32 data is rank-deficient only to ~1e-7).
 When ``R`` is square and ``||R||_F ||R^-1||_F < 1 / (2 rtol)`` every singular value is
 certified above the tolerance (``s_min >= 1/||R^-1||_F``, ``s_max <= ||R||_F``) and the basis is
 ``Qx = Xc R^-1``; otherwise ``R = U S V'`` and the basis of the kept directions is
@@ -45,7 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from repsim._inputs import as_pair, centre
+from repsim._inputs import as_pair, centre, source_eps
 from repsim._result import Similarity
 
 #: Fewest datapoints for which CCA is not trivially 1 (a side needs rank < n - 1 and rank >= 1).
@@ -117,9 +118,12 @@ class _Problem(Protocol):
         """``Qx' Qy`` ``(kx, ky)`` for the bases of two sides."""
 
 
-def default_rtol(n: int, d: int, dtype: torch.dtype) -> float:
-    """Rank tolerance relative to the largest singular value: ``max(n, d) * eps`` (numpy's)."""
-    return max(n, d) * torch.finfo(dtype).eps
+def default_rtol(n: int, d: int, dtype: torch.dtype, source_eps: float = 0.0) -> float:
+    """Rank tolerance relative to the largest singular value: ``max(n, d) * eps`` (numpy's),
+    with ``eps`` the larger of the computing dtype's and ``source_eps``, the rounding unit of the
+    data as given (float32 activations are only linear-dependent to ~1e-7, and that noise must
+    not count as signal when they are upcast to float64)."""
+    return max(n, d) * max(torch.finfo(dtype).eps, source_eps)
 
 
 def svcca_dims(singular_values: torch.Tensor, keep: float | int) -> int:
@@ -180,10 +184,12 @@ def _certified_full_rank(r: torch.Tensor, rtol: float, rounding_unit: float) -> 
 
 @dataclass
 class _DataProblem:
-    """Both centred sides in memory: ``cx`` ``(n, dx)``, ``cy`` ``(n, dy)``."""
+    """Both centred sides in memory: ``cx`` ``(n, dx)``, ``cy`` ``(n, dy)``, and the rounding
+    unit of each side's data as it was given (see :func:`default_rtol`)."""
 
     cx: torch.Tensor
     cy: torch.Tensor
+    source_eps: tuple[float, float] = (0.0, 0.0)
 
     @property
     def n(self) -> int:
@@ -192,7 +198,7 @@ class _DataProblem:
     def side(self, which: int, rtol: float | None, keep: float | int | None) -> SideBasis:
         c = (self.cx, self.cy)[which]
         n, d = c.shape
-        rtol = default_rtol(n, d, c.dtype) if rtol is None else rtol
+        rtol = default_rtol(n, d, c.dtype, self.source_eps[which]) if rtol is None else rtol
         unit = max(n, d) * torch.finfo(c.dtype).eps
         r = torch.linalg.qr(c, mode="r").R
         if keep is None and r.shape[0] == d:
@@ -215,7 +221,7 @@ def _data_problem(X: Any, Y: Any, conv: str | None, dtype: torch.dtype, measure:
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch dtype; got {dtype}")
     x, y = as_pair(X, Y, conv=conv, dtype=dtype, min_n=CCA_MIN_N, measure=measure)
-    return _DataProblem(centre(x, name="X"), centre(y, name="Y"))
+    return _DataProblem(centre(x, name="X"), centre(y, name="Y"), (source_eps(X), source_eps(Y)))
 
 
 def _check_not_trivial(dims_x: int, dims_y: int, n: int, *, what: str = "rank") -> None:
@@ -359,11 +365,10 @@ def cca(
         conv: policy for 4-D inputs, one of :data:`repsim.CONV_POLICIES`.
         dtype: computation dtype (float64 by default; float32 inputs are upcast).
         rtol: rank tolerance: singular values ``<= rtol * s_max`` of a centred side count as 0.
-            Default ``max(n, d) * eps`` of ``dtype`` (numpy's ``matrix_rank``). Activations
-            computed in float32 are exact only to float32 rounding: a linear relation between
-            their neurons survives as a direction of relative size ~``1e-7``, which the default
-            keeps (and CCA may correlate); pass e.g. ``rtol=1e-5`` to treat such directions as
-            null.
+            Default ``max(n, d) * eps`` (numpy's ``matrix_rank``), with ``eps`` the larger of
+            ``dtype``'s and the input's own: float32 activations are exact only to float32
+            rounding, so a linear relation between their neurons survives as a direction of
+            relative size ~``1e-7``, which the float32 ``eps`` treats as null.
 
     Returns:
         :class:`CCAResult` with ``min(rank_x, rank_y)`` coefficients; ``float(result)`` is the
@@ -449,6 +454,12 @@ def pwcca(
     neuron means back and re-orthonormalises them by QR, and (c) projects uncentred
     activations; so its values differ from the paper's formula (discussed in google/svcca PR 9
     and moskomule/anatome issues 27 and 30).
+
+    Ties: canonical variates of equal coefficients are defined only up to a rotation within
+    their group, and ``sum_j |<h_i, x_j>|`` is not rotation invariant, so with exactly tied
+    coefficients (e.g. several equal to 1 when the two spans share dimensions) the weights, and
+    PWCCA, depend on the basis the SVD returns; in-memory and streaming PWCCA can then differ by
+    more than rounding. Untied coefficients give a unique value.
 
     Returns:
         :class:`repsim.Similarity` named ``"pwcca"`` with details ``symmetric``, ``rank_x``,

@@ -91,21 +91,27 @@ def _sq_row_norms(t: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(t, dim=1).square()
 
 
-def _unbiased_from_features(
-    cross: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor, n: int
+def scaled_unbiased_hsic(
+    cross: torch.Tensor, diag_dot: torch.Tensor, trace_x: torch.Tensor, trace_y: torch.Tensor, n: int
 ) -> torch.Tensor:
-    """Unbiased linear HSIC from feature-space quantities of centred ``X``, ``Y``.
+    """``n(n-3) HSIC_1`` (Song et al. 2012) for linear kernels of column-centred ``X``, ``Y``.
 
-    With ``K = XX'``, ``L = YY'`` for column-centred ``X``, ``Y`` (``K1 = 0``) and
-    ``k = diag K``, ``l = diag L``: ``tr(K~L~) = ||X'Y||_F^2 - k'l``, ``1'K~1 = -1'k``,
-    ``K~1 = -k`` so ``1'K~L~1 = k'l``; Song et al.'s estimator becomes::
+    With ``K = XX'``, ``L = YY'`` (``K1 = 0``) and ``k = diag K``, ``l = diag L``:
+    ``tr(K~L~) = ||X'Y||_F^2 - k'l``, ``1'K~1 = -1'k``, ``K~1 = -k`` so ``1'K~L~1 = k'l``, and
+    Song et al.'s estimator becomes::
 
         n(n-3) HSIC_1 = ||X'Y||_F^2 - n/(n-2) k'l + (1'k)(1'l) / ((n-1)(n-2))
 
-    ``cross`` is ``||X'Y||_F^2``; cost ``O(n)`` beyond it.
+    ``cross`` is ``||X'Y||_F^2``, ``diag_dot`` is ``k'l``, ``trace_x`` = ``1'k`` = ``tr X'X`` and
+    ``trace_y`` = ``1'l``: all available from feature-space products or streamed moments.
     """
-    value = cross - n / (n - 2) * torch.dot(kx, ky) + kx.sum() * ky.sum() / ((n - 1) * (n - 2))
-    return value / _hsic_normaliser(n, True)
+    return cross - n / (n - 2) * diag_dot + trace_x * trace_y / ((n - 1) * (n - 2))
+
+
+def _unbiased_from_features(cross: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor, n: int) -> torch.Tensor:
+    """Unbiased linear HSIC from ``cross = ||X'Y||_F^2`` and the squared row norms ``kx``, ``ky``
+    ``(n,)`` of centred ``X``, ``Y`` (:func:`scaled_unbiased_hsic`); cost ``O(n)`` beyond ``cross``."""
+    return scaled_unbiased_hsic(cross, torch.dot(kx, ky), kx.sum(), ky.sum(), n) / _hsic_normaliser(n, True)
 
 
 def _feature_hsics(

@@ -40,6 +40,7 @@ from repsim.canonical import (
     side_from_spectrum,
     svcca_of,
 )
+from repsim.cka import scaled_unbiased_hsic
 
 Stats = dict[str, torch.Tensor]
 
@@ -322,7 +323,7 @@ def _scaled_hsic(
     cross = torch.linalg.matrix_norm(s_pq).square()
     if not debiased:
         return float(cross)
-    return float(cross - n / (n - 2) * diag_dot + trace_p * trace_q / ((n - 1) * (n - 2)))
+    return float(scaled_unbiased_hsic(cross, diag_dot, trace_p, trace_q, n))
 
 
 #: Measures :class:`StreamingCCA` can return from :meth:`StreamingCCA.result`.

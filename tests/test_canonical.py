@@ -274,6 +274,18 @@ def test_rank_tolerance_is_adjustable(rng):
         repsim.cca(x, y, rtol=1.0)
 
 
+def test_float32_inputs_use_their_own_rounding_unit_for_the_rank(rng):
+    """A float32 layer that is a linear map of 3 signals spans 3 dimensions: float32 rounding of
+    the other directions (~1e-7 relative) is noise, not signal, after upcasting to float64."""
+    z = rng.standard_normal((400, 3))
+    x64 = z @ rng.standard_normal((3, 8))
+    y64 = np.hstack([z[:, :2], rng.standard_normal((400, 3))]) @ rng.standard_normal((5, 5))
+    exact = repsim.cca(x64, y64)
+    got = repsim.cca(x64.astype(np.float32), torch.from_numpy(y64.astype(np.float32)))
+    assert (got.rank_x, got.rank_y) == (exact.rank_x, exact.rank_y) == (3, 5)
+    np.testing.assert_allclose(got.coefficients, exact.coefficients, atol=1e-5)
+
+
 @pytest.mark.parametrize("policy", ["channels", "flatten", "mean"])
 def test_conv_policies(rng, policy):
     a = rng.standard_normal((30, 3, 4, 4))

@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from repsim.report import atomic_open
 
 CACHE_ENV = "FEATURE_REUSE_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/feature-reuse")
@@ -106,12 +107,6 @@ def cached_array(path: Path, key: dict[str, Any], build: Builder) -> tuple[np.nd
     return array, json.loads(json.dumps(metadata))
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
@@ -145,15 +140,5 @@ def _write_entry(path: Path, key: dict[str, Any], array: np.ndarray, metadata: d
         "digest": array_digest(array),
         "metadata": metadata,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; use the usual permissions
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, images=array, meta=np.array(json.dumps(header)))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as stream:
+        np.savez(stream, images=array, meta=np.array(json.dumps(header)))
