@@ -58,7 +58,8 @@ class StandardConv4(torch.nn.Module):
             conv = getattr(ours, name).conv
             block = torch.nn.Module()
             block.conv = torch.nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=2, padding=1, bias=False)
-            block.norm = torch.nn.BatchNorm2d(conv.out_channels, eps=1e-3, track_running_stats=False)
+            block.norm = torch.nn.Module()  # the reference's batch norm: a shift, no scale
+            block.norm.bias = torch.nn.Parameter(torch.zeros(conv.out_channels))
             self.add_module(name, block)
         self.head = torch.nn.Linear(ours.head.in_features, ours.head.out_features)
         self.load_state_dict(ours.state_dict())
@@ -66,7 +67,8 @@ class StandardConv4(torch.nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         for name in ("conv1", "conv2", "conv3", "conv4"):
             block = getattr(self, name)
-            x = torch.relu(block.norm(block.conv(x)))
+            z = F.batch_norm(block.conv(x), None, None, training=True, eps=1e-3)
+            x = torch.relu(z + block.norm.bias.view(-1, 1, 1))
         return x.mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,17 +85,19 @@ def _set_parameters(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -
 
 
 def baseline_maml(model: torch.nn.Module, tasks: SimpleNamespace, first_order: bool) -> None:
-    """MAML / first-order MAML, clone-and-update per task."""
+    """MAML / first-order MAML, clone-and-update per task (the reference's inner loss: summed over
+    the support set, divided by the shots; batch-norm shifts learnt in the outer loop only)."""
     n_tasks = len(tasks.support_x)
     for t in range(n_tasks):
         learner = copy.deepcopy(model)
-        fast = {k: p.clone() for k, p in model.named_parameters()}
-        _set_parameters(learner, fast)
+        params = dict(model.named_parameters())
+        fast = {k: p.clone() for k, p in params.items() if ".norm." not in k}
+        _set_parameters(learner, {**params, **fast})
         for _ in range(STEPS):
-            loss = F.cross_entropy(learner(tasks.support_x[t]), tasks.support_y[t])
+            loss = F.cross_entropy(learner(tasks.support_x[t]), tasks.support_y[t], reduction="sum") / SHOTS
             grads = torch.autograd.grad(loss, list(fast.values()), create_graph=not first_order)
             fast = {k: p - LR * g for (k, p), g in zip(fast.items(), grads)}
-            _set_parameters(learner, fast)
+            _set_parameters(learner, {**params, **fast})
         (F.cross_entropy(learner(tasks.query_x[t]), tasks.query_y[t]) / n_tasks).backward()
 
 
@@ -105,7 +109,7 @@ def baseline_anil(model: torch.nn.Module, tasks: SimpleNamespace) -> None:
         support, query = model.features(tasks.support_x[t]), model.features(tasks.query_x[t])
         weight, bias = model.head.weight.clone(), model.head.bias.clone()
         for _ in range(STEPS):
-            loss = F.cross_entropy(F.linear(support, weight, bias), tasks.support_y[t])
+            loss = F.cross_entropy(F.linear(support, weight, bias), tasks.support_y[t], reduction="sum") / SHOTS
             g_weight, g_bias = torch.autograd.grad(loss, (weight, bias), create_graph=True)
             weight, bias = weight - LR * g_weight, bias - LR * g_bias
         (F.cross_entropy(F.linear(query, weight, bias), tasks.query_y[t]) / n_tasks).backward()

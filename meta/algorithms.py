@@ -58,7 +58,6 @@ from meta.inner import (
     InnerLoop,
     Params,
     inner_loop,
-    layer_params,
     module_forward,
     task_accuracies,
     task_batch_forward,
@@ -158,9 +157,9 @@ def _miniimagenet(shots: int, meta_batch_size: int) -> Preset:
 # 20-way: 5 steps of 0.1 at training and test, meta-batch 16; miniImageNet: 5 steps of 0.01 at
 # training, 10 at test, meta-batch 4 (1-shot) and 2 (5-shot), 15 queries per class (Ravi &
 # Larochelle). Outer Adam 1e-3 (main.py ``meta_lr``). The reference Omniglot code draws K query
-# examples per class; we use 15 everywhere. The reference loss divides the mean cross-entropy by
-# K (``xent`` in utils.py), which scales its effective inner learning rate by 1/K for K-shot; we
-# use the plain mean.
+# examples per class; we use 15 everywhere. The learning rates are for the reference's inner loss
+# (``utils.xent``: per-example cross-entropies divided by K, summed by ``tf.gradients``), which
+# meta.inner uses: N times the mean cross-entropy.
 PRESETS: dict[tuple[str, int, int], Preset] = {
     ("omniglot", 5, 1): _omniglot(5, 1, steps=1, test_steps=3, lr=0.4, meta_batch_size=32),
     ("omniglot", 5, 5): _omniglot(5, 5, steps=1, test_steps=3, lr=0.4, meta_batch_size=32),
@@ -294,7 +293,7 @@ def _task_params(model: nn.Module, inner: InnerLoop, tasks: int) -> tuple[Params
     """The meta-parameters for a task batch: the adapted layers' expanded to ``(tasks, *shape)``
     (so that each task gets its own inner gradient), the frozen ones shared."""
     params = dict(model.named_parameters())
-    per_task = set(layer_params(params, inner.adapted_layers(tuple(model.layers))))
+    per_task = set(inner.adapted_params(params, tuple(model.layers)))
     return {k: v.expand(tasks, *v.shape) if k in per_task else v for k, v in params.items()}, per_task
 
 

@@ -7,7 +7,12 @@ MAML (Finn et al. 2017, eq. 1), with the layers in ``adapt`` updated and the oth
     theta_{s+1}[l] = theta_s[l] - lr * d L_support(theta_s) / d theta_s[l]   (l in adapt)
     theta_{s+1}[l] = theta[l]                                                  (l frozen)
 
-``L_support`` is the mean cross-entropy over the task's support set. With ``meta_grad=True`` the
+``L_support`` is the loss of the reference MAML code (cbfinn/maml ``utils.xent`` differentiated
+by ``tf.gradients``): the cross-entropies of the ``N*K`` support examples **summed and divided by
+``K``**, i.e. ``N`` times their mean. The paper's inner learning rates (0.4, 0.1, 0.01) are for
+this loss; on the plain mean they would be ``N`` times smaller steps. Batch-norm parameters
+(``<layer>.norm.*``) adapt only with ``InnerLoop(adapt_norm=True)``: in the reference they are
+created outside the adapted weights and learnt in the outer loop only. With ``meta_grad=True`` the
 adapted parameters keep their autograd graph back to ``theta``, so a query loss at
 ``theta_steps`` backpropagates the meta-gradient: second order (MAML, the inner gradients are
 differentiated, ``create_graph=True``) or first order (``first_order=True``: the inner gradients
@@ -56,12 +61,15 @@ class InnerLoop:
         lr: inner learning rate (the ``alpha`` of MAML).
         adapt: names of the layers that adapt (``None``: every layer). ANIL: ``{"head"}``.
         first_order: drop the second-order term (first-order MAML) when a meta-gradient is taken.
+        adapt_norm: batch-norm parameters (``<layer>.norm.*``) of adapted layers adapt too
+            (default ``False``, as in the reference MAML code: outer loop only).
     """
 
     steps: int
     lr: float
     adapt: frozenset[str] | None = None
     first_order: bool = False
+    adapt_norm: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
@@ -81,6 +89,12 @@ class InnerLoop:
         if unknown:
             raise ValueError(f"adapt names unknown layers {unknown}; layers are {tuple(layers)}")
         return tuple(name for name in layers if name in self.adapt)
+
+    def adapted_params(self, params: Mapping[str, Tensor], layers: Sequence[str]) -> list[str]:
+        """Names of the parameters that the inner loop updates: those of the adapted layers,
+        without batch-norm parameters unless ``adapt_norm``."""
+        names = layer_params(params, self.adapted_layers(layers))
+        return names if self.adapt_norm else [name for name in names if ".norm." not in name]
 
 
 @dataclass
@@ -150,6 +164,13 @@ def task_losses(logits: Tensor, labels: Tensor) -> Tensor:
     return flat.reshape(labels.shape).mean(dim=-1)
 
 
+def support_objective(logits: Tensor, labels: Tensor) -> Tensor:
+    """The inner-loop loss per task, as in the reference MAML code: ``sum_i CE_i / K`` over the
+    ``N*K`` support examples, which is ``N`` (= ``logits.shape[-1]``) times the mean
+    cross-entropy. Logits ``(..., n, N)``, labels ``(..., n)`` -> ``(...)``."""
+    return task_losses(logits, labels) * logits.shape[-1]
+
+
 def task_accuracies(logits: Tensor, labels: Tensor) -> Tensor:
     """Fraction of correct argmax predictions per task (detached): ``(..., n, ways)`` -> ``(...)``."""
     return (logits.detach().argmax(dim=-1) == labels).to(logits.dtype).mean(dim=-1)
@@ -204,7 +225,7 @@ def inner_loop(
     prefix = frozen_prefix(layers, adapted_layers)
     start = None if prefix is None else layers[layers.index(prefix) + 1]
     base: Params = dict(params) if meta_grad else {k: v.detach() for k, v in params.items()}
-    fast_names = layer_params(base, adapted_layers)
+    fast_names = inner.adapted_params(base, layers)
     second_order = meta_grad and not inner.first_order
     with torch.enable_grad():
         hidden = support_x if prefix is None else forward(base, support_x, None, prefix)
@@ -216,7 +237,8 @@ def inner_loop(
             losses = task_losses(logits, support_y)
             if step == 0:
                 loss_before, acc_before = losses.detach(), task_accuracies(logits, support_y)
-            grads = torch.autograd.grad(losses.sum(), list(fast.values()), create_graph=second_order)
+            objective = support_objective(logits, support_y).sum()
+            grads = torch.autograd.grad(objective, list(fast.values()), create_graph=second_order)
             fast = {k: w - inner.lr * g for (k, w), g in zip(fast.items(), grads)}
             if not meta_grad:
                 fast = {k: w.detach().requires_grad_(step + 1 < inner.steps) for k, w in fast.items()}

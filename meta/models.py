@@ -15,11 +15,13 @@ Differences from the TensorFlow reference, all deliberate and small:
 
 - Padding: TensorFlow's ``SAME`` pads stride-2 convolutions asymmetrically (the extra row and
   column at the bottom/right); here padding is 1 on every side. Output sizes are identical.
-- Batch norm has a scale and a shift (the reference's ``tf.contrib.layers.batch_norm`` has only
-  the shift); both belong to their block and adapt with it in the inner loop (the reference's
-  shift is learnt in the outer loop only). ``eps = 1e-3`` as in the reference.
-- Convolutions have no bias when followed by batch norm (with batch statistics the bias is
-  subtracted out exactly: its gradient is zero).
+- Convolutions have no bias when followed by batch norm (the reference's bias is subtracted out
+  exactly by batch statistics: its gradient is zero, adapting it changes nothing).
+
+Batch norm is the reference's ``tf.contrib.layers.batch_norm`` defaults: a learnt shift
+(``<layer>.norm.bias``), no scale, ``eps = 1e-3``. The reference creates the shift outside the
+weights its inner loop adapts, so it is learnt in the outer loop only; :class:`meta.inner.InnerLoop`
+does the same unless ``adapt_norm=True``.
 - Initialisation follows the reference: Glorot-uniform convolutions, zero biases, unit/zero batch
   norm, Glorot-uniform head for miniImageNet and a standard-normal head for Omniglot.
 
@@ -72,27 +74,27 @@ def block_forward(
     x: Tensor,
     weight: Tensor,
     bias: Tensor | None,
-    bn_weight: Tensor | None,
-    bn_bias: Tensor | None,
+    norm_shift: Tensor | None,
     *,
     stride: int,
     pool: bool,
     groups: int = 1,
 ) -> Tensor:
-    """One conv4 block: ``maxpool?(relu(bn(conv3x3(x))))``.
+    """One conv4 block: ``maxpool?(relu(bn(conv3x3(x))))``, ``bn(z)_c = (z_c - mean_c) /
+    sqrt(var_c + eps) + shift_c`` with batch statistics (``norm_shift is None``: no
+    normalisation).
 
     ``x`` is ``(n, groups * C_in, H, W)``; with ``groups > 1`` each group of channels is a
     separate task (a grouped convolution with per-group weights ``(groups * C_out, C_in, 3, 3)``),
-    and batch norm, computed per channel over ``(n, H, W)``, is then per task as well. Batch norm
-    uses batch statistics (``bn_weight is None``: no normalisation). Narrow inputs take the
-    folded route of :func:`conv_batch_norm_folded` (same function, fewer passes over memory).
+    and batch norm, computed per channel over ``(n, H, W)``, is then per task as well. Narrow
+    inputs take the folded route of :func:`conv_batch_norm_folded` (same function, fewer passes over memory).
     """
-    if bn_weight is not None and bias is None and _fold_pays(x, weight, groups):
-        x = conv_batch_norm_folded(x, weight, bn_weight, bn_bias, stride=stride, groups=groups)
+    if norm_shift is not None and bias is None and _fold_pays(x, weight, groups):
+        x = conv_batch_norm_folded(x, weight, norm_shift, stride=stride, groups=groups)
     else:
         x = F.conv2d(x, weight, bias, stride=stride, padding=1, groups=groups)
-        if bn_weight is not None:
-            x = F.batch_norm(x, None, None, bn_weight, bn_bias, training=True, eps=BN_EPS)
+        if norm_shift is not None:
+            x = shift_batch_norm(x, norm_shift)
     x = F.relu(x)
     return F.max_pool2d(x, 2) if pool else x
 
@@ -111,7 +113,7 @@ def _fold_pays(x: Tensor, weight: Tensor, groups: int) -> bool:
 
 
 def conv_batch_norm_folded(
-    x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Tensor, *, stride: int, groups: int = 1
+    x: Tensor, weight: Tensor, norm_shift: Tensor, *, stride: int, groups: int = 1
 ) -> Tensor:
     """``batch_norm(conv2d(x, weight))`` with batch statistics, as one convolution with folded
     weights and bias.
@@ -121,7 +123,7 @@ def conv_batch_norm_folded(
     ``w_c . mu`` and ``w_c^T Sigma w_c``, with ``mu``, ``Sigma`` the mean and (biased) covariance
     of the patches over every output position of the batch. Then::
 
-        bn(conv(x))_c = conv(x; a_c w_c) + (beta_c - a_c w_c . mu),   a_c = gamma_c / sqrt(var_c + eps)
+        bn(conv(x))_c = conv(x; a_c w_c) + (beta_c - a_c w_c . mu),   a_c = 1 / sqrt(var_c + eps)
 
     Exact in exact arithmetic and differentiable to any order. It replaces the several passes of
     batch norm's forward and backward over the (large) output by a ``k x k`` covariance of the
@@ -139,14 +141,34 @@ def conv_batch_norm_folded(
     w = weight.reshape(groups, c_out, k).double()
     mean = (w @ mu.transpose(1, 2)).squeeze(-1)  # (groups, c_out)
     var = ((w @ covariance) * w).sum(dim=-1)
-    scale = bn_weight.view(groups, c_out) * torch.rsqrt(var + BN_EPS)
+    scale = torch.rsqrt(var + BN_EPS)
     folded_weight = (w * scale.unsqueeze(-1)).reshape(weight.shape).to(dtype)
-    folded_bias = (bn_bias.view(groups, c_out) - scale * mean).reshape(-1).to(dtype)
+    folded_bias = (norm_shift.view(groups, c_out) - scale * mean).reshape(-1).to(dtype)
     return F.conv2d(x, folded_weight, folded_bias, stride=stride, padding=1, groups=groups)
 
 
+def shift_batch_norm(z: Tensor, shift: Tensor) -> Tensor:
+    """``(z - mean) / sqrt(var + eps) + shift`` per channel of ``z`` ``(n, C, H, W)``, with the
+    batch's statistics. (The shift is added outside ``F.batch_norm``: its double backward fails
+    for a bias without a weight in torch 2.13.)"""
+    return F.batch_norm(z, None, None, training=True, eps=BN_EPS) + shift.view(-1, 1, 1)
+
+
+class ShiftBatchNorm(nn.Module):
+    """Batch norm with batch statistics and a learnt shift, no scale (TensorFlow's
+    ``batch_norm(center=True, scale=False)``): ``(z - mean) / sqrt(var + eps) + bias`` per
+    channel of ``(n, C, H, W)``. Holds no running statistics."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return shift_batch_norm(z, self.bias)
+
+
 class ConvBlock(nn.Module):
-    """conv 3x3 (padding 1) -> batch norm (batch statistics) -> ReLU [-> 2x2 max-pool]."""
+    """conv 3x3 (padding 1) -> batch norm (batch statistics, shift only) -> ReLU [-> 2x2 max-pool]."""
 
     def __init__(self, in_channels: int, out_channels: int, downsample: str, batch_norm: str) -> None:
         super().__init__()
@@ -154,7 +176,7 @@ class ConvBlock(nn.Module):
         self.pool = downsample == "maxpool"
         normalised = batch_norm == "batch"
         self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=self.stride, padding=1, bias=not normalised)
-        self.norm = nn.BatchNorm2d(out_channels, eps=BN_EPS, track_running_stats=False) if normalised else None
+        self.norm = ShiftBatchNorm(out_channels) if normalised else None
 
     def forward(self, x: Tensor) -> Tensor:
         norm = self.norm
@@ -162,7 +184,6 @@ class ConvBlock(nn.Module):
             x,
             self.conv.weight,
             self.conv.bias,
-            None if norm is None else norm.weight,
             None if norm is None else norm.bias,
             stride=self.stride,
             pool=self.pool,
@@ -279,12 +300,12 @@ class Conv4(nn.Module):
             key: params[f"{name}.{key}"].flatten(0, 1) if f"{name}.{key}" in params else None for key in _BLOCK_KEYS
         }
         return block_forward(
-            x, flat["conv.weight"], flat["conv.bias"], flat["norm.weight"], flat["norm.bias"],
+            x, flat["conv.weight"], flat["conv.bias"], flat["norm.bias"],
             stride=block.stride, pool=block.pool, groups=tasks,
         )
 
 
-_BLOCK_KEYS = ("conv.weight", "conv.bias", "norm.weight", "norm.bias")
+_BLOCK_KEYS = ("conv.weight", "conv.bias", "norm.bias")
 
 
 def _per_task(value: Tensor, own: Tensor, tasks: int) -> Tensor:

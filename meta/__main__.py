@@ -1,0 +1,9 @@
+"""``python -m meta``: see :mod:`meta.cli`."""
+from __future__ import annotations
+
+import sys
+
+from meta.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
