@@ -842,8 +842,14 @@ def _settings_html(out_dir: Path, preset: dict[str, Any] | None, tables: Mapping
     if preset is None:
         parts.append('<p class="note">preset.json not found: the settings of this reproduction are unknown.</p>')
     else:
+        if preset.get("description"):
+            parts.append(f"<p><b>Preset {_esc(preset.get('preset', ''))}</b>: {_esc(preset['description'])}</p>")
+        notes = "".join(f"<li>{_esc(note)}</li>" for note in preset.get("notes", ()))
+        if notes:
+            parts.append(f"<ul>{notes}</ul>")
         pairs = pd.DataFrame(_flatten(preset), columns=["setting", "value"])
-        parts.append("<p>The resolved preset (<code>preset.json</code>):</p>" + _html_table(pairs))
+        parts.append("<details><summary>Every setting of every run (<code>preset.json</code>)</summary>"
+                     f"{_html_table(pairs)}</details>")
     return "".join(parts)
 
 
@@ -890,11 +896,11 @@ def report_html(out_dir: str | Path, tables: Mapping[str, pd.DataFrame], *, find
         f"<style>{_CSS}</style></head><body>",
         "<h1>Rapid Learning or Feature Reuse? Our reproduction beside the paper</h1>",
         f'<p class="note">Paper: {_esc(paper.CITATION)} Paper numbers read from the {_esc(paper.SOURCE_VERSION)}.</p>',
-        f'<nav><a href="#settings">Settings</a><a href="#findings">Findings</a>{nav}<a href="#missing">Not found</a></nav>',
-        f'<section id="settings"><h2>Settings</h2>{_settings_html(Path(out_dir), preset, tables)}</section>',
+        f'<nav><a href="#findings">Findings</a><a href="#settings">Settings</a>{nav}<a href="#missing">Not found</a></nav>',
         '<section id="findings"><h2>Findings</h2><p>Each of the paper\'s qualitative findings checked on our '
         "numbers under the stated rule, per setting (data set, ways, shots).</p>",
         _findings_html(findings), "</section>",
+        f'<section id="settings"><h2>Settings</h2>{_settings_html(Path(out_dir), preset, tables)}</section>',
         *(_section_html(name, tables, findings, figures) for name in names),
         '<section id="missing"><h2>Paper numbers not given here</h2><ul>', missing, "</ul></section>",
         "</body></html>\n",
