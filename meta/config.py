@@ -30,6 +30,7 @@ import numpy as np
 
 from meta.algorithms import DEFAULT_CHUNK, DEFAULT_PATH, PATHS, PRESETS, REGIMES, Preset
 from meta.data import FewShotSplit, load_split
+from meta.data.base import SPLITS, check_split
 from meta.data.registry import DATASETS as REGISTRY_DATASETS
 from meta.models import BATCH_NORM_MODES, LAYERS, VARIANTS
 
@@ -37,7 +38,7 @@ ALGORITHMS: tuple[str, ...] = tuple(REGIMES)
 #: Regimes whose test procedure is the inner loop; the others are tested with NIL.
 META_LEARNERS: tuple[str, ...] = ("maml", "fomaml", "anil")
 DATASETS: tuple[str, ...] = (*REGISTRY_DATASETS, "synthetic")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+
 
 #: Fields that a rerun on an existing run folder may change: length, evaluation, logging,
 #: where the data lives and how fast the machine computes. Everything else must match.
@@ -317,8 +318,7 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
 
 def load_run_split(config: RunConfig, split: str, *, progress: bool = True) -> FewShotSplit:
     """One split of the run's data set (``synthetic`` is generated in memory)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    check_split(split)
     if config.dataset == "synthetic":
         return synthetic_split(split, image_size=config.image_size or 28)
     return load_split(

@@ -118,15 +118,15 @@ QUICK = ReproducePreset(
     description=(
         "Built-in glyphs data set, 5-way 1-shot, one seed: the whole study in under 10 minutes on a"
         " 2-core CPU (--jobs 2). Scaled down: 32 filters, 5 queries per class, meta-batch 8 and 1000"
-        " iterations per run, with the inner loop of the paper's miniImageNet setting (5 steps at training,"
-        " 10 at test, here of 0.4) and a meta learning rate of 3e-3 so that MAML and ANIL both train in that"
-        " budget."
+        " iterations per run, with the step counts of the paper's miniImageNet setting (5 inner steps at"
+        " training, 10 at test, here of 0.08) and a meta learning rate of 3e-3 so that MAML and ANIL both train"
+        " in that budget."
     ),
     settings=(Setting("glyphs", 5, 1),),
     seeds=(0,),
     baseline_seeds=(0,),
     run={**_BOOKKEEPING, "filters": 32, "queries": 5, "meta_batch_size": 8, "iterations": 1000, "meta_lr": 3e-3,
-         "inner_steps": 1, "inner_lr": 0.4, "test_inner_steps": 3, "test_inner_lr": 0.4, "val_every": 500,
+         "inner_steps": 5, "inner_lr": 0.08, "test_inner_steps": 10, "test_inner_lr": 0.08, "val_every": 500,
          "val_tasks": 50},
     eval_tasks=600,
     snapshot_tasks=10,
@@ -135,11 +135,12 @@ QUICK = ReproducePreset(
     notes=(
         "Scaled down for a 2-core CPU: 32 filters (paper: 64), 5 queries per class (paper: 15), meta-batch 8"
         " (paper: 32), 1000 iterations (paper: 40000).",
-        "Inner loop 5 steps of 0.4 at training and 10 at test (the step counts of the paper's miniImageNet"
-        " setting) and meta learning rate 3e-3 (paper, Omniglot 5-way: 1 step at training, 3 at test, 1e-3):"
-        " measured on glyphs, with 1 step ANIL reached only about 60% after 1000 iterations (its head,"
-        " initialised N(0, 1) as in MAML's code, adapts too little per step until training has scaled the"
-        " features up), so ANIL and MAML could not be compared.",
+        "Inner loop 5 steps of 0.08 at training and 10 at test (the step counts of the paper's miniImageNet"
+        " setting; the learning rate is for the reference loss, summed over the support set and divided by"
+        " K, i.e. 0.4 on the mean cross-entropy) and meta learning rate 3e-3 (paper, Omniglot 5-way: 1 step"
+        " of 0.4 at training, 3 at test, 1e-3). Measured on glyphs with the paper's Omniglot 5-way inner loop"
+        " instead: MAML 85.5%, ANIL 79.3%, NIL 89.9% after 1000 iterations, ANIL's N(0, 1) head (as in MAML's"
+        " code) adapting too little in one step for ANIL and MAML to be compared.",
         "Figure 3's freezing accuracies use 200 test tasks per checkpoint (Tables 1, 2, 4, 5: 600).",
         "One seed: Table 3 has no MAML-MAML / ANIL-ANIL reference and std_seeds is empty.",
     ),

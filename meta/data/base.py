@@ -7,6 +7,24 @@ from typing import Any
 import numpy as np
 
 
+#: The splits every data set has (Omniglot's Lake protocol has no "val": it says so).
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def check_split(split: str) -> str:
+    """``split`` if it is one of :data:`SPLITS`, else ``ValueError`` naming the choices."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return split
+
+
+def check_protocol(dataset: str, protocol: str, protocols: tuple[str, ...]) -> str:
+    """``protocol`` if it is one of ``protocols``, else ``ValueError`` naming the data set."""
+    if protocol not in protocols:
+        raise ValueError(f"unknown {dataset} protocol {protocol!r}; expected one of {protocols}")
+    return protocol
+
+
 @dataclass(frozen=True)
 class FewShotSplit:
     """One split (train, val or test) of a few-shot data set, decoded once into memory.

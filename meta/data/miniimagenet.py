@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from meta.data.base import FewShotSplit
+from meta.data.base import FewShotSplit, check_protocol, check_split
 from meta.data.cache import (
     DatasetError,
     cached_array,
@@ -55,7 +55,6 @@ try:
 except ImportError:  # numpy < 2
     from numpy.core import multiarray as _multiarray, numeric as _numeric
 
-SPLITS = ("train", "val", "test")
 PROTOCOLS = ("ravi",)
 DEFAULT_IMAGE_SIZE = 84
 DECODER_VERSION = 1
@@ -248,10 +247,8 @@ def load_miniimagenet(
         ``(n_classes, n_per_class, 3, S, S)`` uint8 RGB, class names the labels (synsets),
         groups the split name.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown miniImageNet protocol {protocol!r}; expected one of {PROTOCOLS}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    check_protocol("miniImageNet", protocol, PROTOCOLS)
+    check_split(split)
     image_size = check_image_size(image_size)
     root = Path(root)
     csv_path, pickle_path = root / f"{split}.csv", root / f"mini-imagenet-cache-{split}.pkl"

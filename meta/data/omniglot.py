@@ -57,7 +57,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from meta.data.base import FewShotSplit
+from meta.data.base import FewShotSplit, check_protocol, check_split
 from meta.data.cache import (
     DatasetError,
     cached_array,
@@ -358,10 +358,8 @@ def load_omniglot(
         ``(n_classes, 20, 1, S, S)`` uint8 ink 255; class names ``"<alphabet>/<character>"``
         (``"/rotNNN"`` appended under ``"maml"``); groups the alphabets.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown Omniglot protocol {protocol!r}; expected one of {PROTOCOLS}")
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}; expected 'train', 'val' or 'test'")
+    check_protocol("Omniglot", protocol, PROTOCOLS)
+    check_split(split)
     if protocol == "lake" and split == "val":
         raise ValueError("the 'lake' protocol has no validation split; use protocol='lake-val'")
     parts = _parts_needed(protocol, split)

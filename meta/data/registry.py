@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from meta.data.base import FewShotSplit
+from meta.data.base import FewShotSplit, check_split
 from meta.data.miniimagenet import load_miniimagenet
 from meta.data.omniglot import load_omniglot
 
 DATASETS = ("glyphs", "omniglot", "miniimagenet")
-SPLITS = ("train", "val", "test")
 PROTOCOLS: dict[str, tuple[str, ...]] = {
     "glyphs": ("default",),
     "omniglot": ("maml", "lake", "lake-val"),
@@ -52,8 +51,7 @@ def load_split(
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown data set {dataset!r}; expected one of {DATASETS}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    check_split(split)
     protocol = PROTOCOLS[dataset][0] if protocol is None else protocol
     if protocol not in PROTOCOLS[dataset]:
         raise ValueError(f"unknown protocol {protocol!r} for {dataset}; expected one of {PROTOCOLS[dataset]}")
