@@ -476,6 +476,23 @@ def _gap_check(part: pd.DataFrame, column: str, first: str, second: str, where: 
     return HOLDS if ok else FAILS, f"{where}: {text}"
 
 
+def _freezing_check(part: pd.DataFrame, where: str, rules: Rules) -> list[tuple[str, str]]:
+    """Rule 2 on one setting of Table 1, with the deepest frozen prefix that stays within the
+    limit named in the evidence (feature reuse can hold for conv1-3 and not for conv4)."""
+    verdict, text = _gap_check(part, "frozen", "none", "conv1-4", where, limit=rules.freeze_drop_max,
+                               one_sided=True)
+    values = part.groupby("frozen", sort=False)["accuracy"].mean()
+    if verdict == NOT_MEASURED:
+        return [(verdict, text)]
+    deepest = "none"
+    for label in paper.FROZEN_LABELS[1:]:
+        if label not in values.index or values["none"] - values[label] > rules.freeze_drop_max:
+            break
+        deepest = label
+    return [(verdict, f"{text}; deepest frozen prefix within {rules.freeze_drop_max} points: {deepest}"
+                      f" ({values[deepest]:.2f})")]
+
+
 def _per_setting(frame: pd.DataFrame | None, check: Callable[[pd.DataFrame, str], list[tuple[str, str]]],
                  absent: str) -> tuple[str, tuple[str, ...]]:
     """Apply ``check`` to each setting of ``frame``; combine the verdicts."""
@@ -551,9 +568,9 @@ def check_findings(tables: Mapping[str, pd.DataFrame], *, rules: Rules = RULES) 
             _maml_rows(tables.get("figure2_adaptation_similarity")),
             lambda part, where: _similarity_check(part, where, rules),
             "no MAML rows: figures/figure2_adaptation_similarity.csv absent or without MAML"),
-        "freezing": _gap_finding(
-            _maml_rows(tables.get("table1_freezing")), "frozen", "none", "conv1-4", limit=rules.freeze_drop_max,
-            one_sided=True, absent="no MAML rows: tables/table1_freezing.csv absent or empty"),
+        "freezing": _per_setting(
+            _maml_rows(tables.get("table1_freezing")), lambda part, where: _freezing_check(part, where, rules),
+            "no MAML rows: tables/table1_freezing.csv absent or empty"),
         "anil_vs_maml": _gap_finding(
             tables.get("table2_anil_vs_maml"), "algorithm", "maml", "anil", limit=rules.close_max, one_sided=False,
             absent="tables/table2_anil_vs_maml.csv absent or empty"),

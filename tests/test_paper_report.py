@@ -150,6 +150,20 @@ def test_a_finding_fails_when_it_fails_in_one_setting_and_evidence_names_each_se
     assert "drop 6.00 points (> 3.0)" in finding.evidence[1] and "(≤ 3.0)" in finding.evidence[0]
 
 
+@pytest.mark.parametrize(("accuracies", "deepest"), [
+    ((90.0, 90.5, 89.9, 88.0, 40.0), "conv1-3 (88.00)"),   # conv4 adapts, conv1-3 are reused
+    ((90.0, 90.5, 85.0, 89.0, 40.0), "conv1 (90.50)"),     # a prefix: stops at the first drop
+    ((90.0, 80.0, 80.0, 80.0, 80.0), "none (90.00)"),
+])
+def test_freezing_evidence_names_the_deepest_frozen_prefix_within_the_limit(accuracies, deepest):
+    tables = fake_tables()
+    table = tables["table1_freezing"]
+    table["accuracy"] = table["frozen"].map(dict(zip(paper.FROZEN_LABELS, accuracies)))
+    finding = {f.key: f for f in report.check_findings(tables)}["freezing"]
+    assert finding.verdict == report.FAILS
+    assert finding.evidence[0].endswith(f"deepest frozen prefix within 3.0 points: {deepest}")
+
+
 def test_rules_are_parameters_and_are_printed():
     tables = fake_tables((dataclasses.replace(FakeSpec(), freeze_drop=2.0),))
     strict = report.Rules(freeze_drop_max=1.5)
