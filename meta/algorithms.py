@@ -40,9 +40,10 @@ checked against each other and a plain autograd loop in float64 (``tests/test_in
   chunk's inner loop.
 
 Measured on the project's 2-core CPUs (``benchmarks/README.md``): for Omniglot 5-way 1-shot,
-meta-batch 32, 5 steps, ``"hybrid"`` with chunks of :data:`DEFAULT_CHUNK` tasks was 1.3x (MAML),
-1.2x (first-order MAML) and 1.1-1.2x (ANIL) faster than a clone-and-update loop, using
-30-80 MB more peak memory; ``"loop"`` used no more memory than that loop.
+meta-batch 32, 5 steps, ``"hybrid"`` with chunks of :data:`DEFAULT_CHUNK` tasks was 1.33x (MAML),
+1.20x (first-order MAML) and 1.22x (ANIL) faster than a clone-and-update loop, using about twice
+its memory above the process's start (larger chunks: faster and more memory); ``"loop"`` used
+less memory than that loop, at about its speed.
 """
 from __future__ import annotations
 

@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from meta.convolution import conv2d as grouped_conv2d
+
 LAYERS: tuple[str, ...] = ("conv1", "conv2", "conv3", "conv4", "head")
 BODY: tuple[str, ...] = LAYERS[:-1]
 BATCH_NORM_MODES: tuple[str, ...] = ("batch", "none")
@@ -92,7 +94,7 @@ def block_forward(
     if norm_shift is not None and bias is None and _fold_pays(x, weight, groups):
         x = conv_batch_norm_folded(x, weight, norm_shift, stride=stride, groups=groups)
     else:
-        x = F.conv2d(x, weight, bias, stride=stride, padding=1, groups=groups)
+        x = conv3x3(x, weight, bias, stride=stride, groups=groups)
         if norm_shift is not None:
             x = shift_batch_norm(x, norm_shift)
     x = F.relu(x)
@@ -144,7 +146,17 @@ def conv_batch_norm_folded(
     scale = torch.rsqrt(var + BN_EPS)
     folded_weight = (w * scale.unsqueeze(-1)).reshape(weight.shape).to(dtype)
     folded_bias = (norm_shift.view(groups, c_out) - scale * mean).reshape(-1).to(dtype)
-    return F.conv2d(x, folded_weight, folded_bias, stride=stride, padding=1, groups=groups)
+    return conv3x3(x, folded_weight, folded_bias, stride=stride, groups=groups)
+
+
+def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: int, groups: int = 1) -> Tensor:
+    """3x3 convolution with padding 1: ``x`` ``(n, groups * C_in, H, W)``, ``weight``
+    ``(groups * C_out, C_in, 3, 3)``. Grouped ones (tasks side by side) go through
+    :func:`meta.convolution.conv2d`, whose derivatives of every order are single grouped kernels
+    (torch's double backward splits them group by group); ``groups == 1`` uses ``F.conv2d``."""
+    if groups > 1:
+        return grouped_conv2d(x, weight, bias, stride=stride, padding=1, groups=groups)
+    return F.conv2d(x, weight, bias, stride=stride, padding=1)
 
 
 def shift_batch_norm(z: Tensor, shift: Tensor) -> Tensor:
@@ -244,7 +256,10 @@ class Conv4(nn.Module):
         ``(n, ways)`` when the head runs, features ``(n, feature_dim)`` when ``stop="conv4"``,
         and the feature map ``(n, C, h, w)`` of an earlier block.
         """
-        for name in stage_names(self.layers, start, stop):
+        names = stage_names(self.layers, start, stop)
+        if names[0] == "conv1":
+            x = images_layout(x)
+        for name in names:
             x = self.head(x) if name == "head" else getattr(self, name)(x)
             if name == "conv4":
                 x = self.read_out(x)
@@ -315,6 +330,25 @@ def _per_task(value: Tensor, own: Tensor, tasks: int) -> Tensor:
     if value.shape != (tasks, *own.shape):
         raise ValueError(f"parameter of shape {tuple(value.shape)} is neither {tuple(own.shape)} nor per task")
     return value
+
+
+# Image batches of at least this many examples enter the body channels-last on CPUs (measured:
+# a query set of 75 Omniglot images 8% faster forward and backward; oneDNN's input gradient of
+# conv2 comes back channels-last, and a channels-first conv1 first copies it back).
+CHANNELS_LAST_MIN_BATCH = 32
+
+
+def images_layout(x: Tensor) -> Tensor:
+    """Images ``(n, C, H, W)`` in the memory layout the body runs fastest in: channels-last
+    (strides ``(H*W*C, 1, W*C, C)``, forced even for ``C = 1``, where torch would keep the
+    channels-first strides) for CPU batches of at least :data:`CHANNELS_LAST_MIN_BATCH`, else
+    unchanged. Same values; only the strides differ."""
+    if x.device.type != "cpu" or x.dim() != 4 or x.shape[0] < CHANNELS_LAST_MIN_BATCH:
+        return x
+    if x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    return out.copy_(x)
 
 
 def to_task_groups(x: Tensor) -> Tensor:
