@@ -12,6 +12,7 @@ time (``time.thread_time``; wall time is printed too).
     python benchmarks/bench_maml.py                    # the table (about 3 minutes)
     python benchmarks/bench_maml.py --no-reuse-memory  # glibc's default allocator behaviour
     python benchmarks/bench_maml.py --rounds 3 --no-memory --no-peak   # quicker
+    python benchmarks/bench_maml.py --variant miniimagenet             # 84x84x3, meta-batch 4, lr 0.01
 """
 from __future__ import annotations
 
@@ -36,7 +37,25 @@ from meta.inner import InnerLoop  # noqa: E402
 from meta.models import conv4  # noqa: E402
 from meta.runtime import configure_cpu  # noqa: E402
 
-WAYS, SHOTS, QUERIES, TASKS, STEPS, LR, SIZE = 5, 1, 15, 32, 5, 0.4, 28
+WAYS, SHOTS, QUERIES, STEPS = 5, 1, 15, 5
+
+# Per data set: conv4 variant, image channels and side, meta-batch and inner learning rate of the
+# MAML reference settings (``--variant``; the issue's benchmark is Omniglot's).
+SETTINGS = {
+    "omniglot": {"channels": 1, "size": 28, "tasks": 32, "lr": 0.4},
+    "miniimagenet": {"channels": 3, "size": 84, "tasks": 4, "lr": 0.01},
+}
+VARIANT = "omniglot"
+CHANNELS, SIZE, TASKS, LR = (SETTINGS[VARIANT][k] for k in ("channels", "size", "tasks", "lr"))
+
+
+def use_variant(variant: str) -> None:
+    """Switch the module's setting (``VARIANT``, ``CHANNELS``, ``SIZE``, ``TASKS``, ``LR``,
+    ``INNER``) to ``variant``'s."""
+    global VARIANT, CHANNELS, SIZE, TASKS, LR, INNER
+    VARIANT = variant
+    CHANNELS, SIZE, TASKS, LR = (SETTINGS[variant][k] for k in ("channels", "size", "tasks", "lr"))
+    INNER = inner_loops(LR)
 
 
 # --------------------------------------------------------------------------------------------
@@ -54,10 +73,12 @@ class StandardConv4(torch.nn.Module):
 
     def __init__(self, ours: torch.nn.Module) -> None:
         super().__init__()
+        self.readout = ours.readout
         for name in ("conv1", "conv2", "conv3", "conv4"):
-            conv = getattr(ours, name).conv
+            conv, pool = getattr(ours, name).conv, getattr(ours, name).pool
             block = torch.nn.Module()
-            block.conv = torch.nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=2, padding=1, bias=False)
+            block.conv = torch.nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=conv.stride, padding=1, bias=False)
+            block.pool = pool
             block.norm = torch.nn.Module()  # the reference's batch norm: a shift, no scale
             block.norm.bias = torch.nn.Parameter(torch.zeros(conv.out_channels))
             self.add_module(name, block)
@@ -69,7 +90,8 @@ class StandardConv4(torch.nn.Module):
             block = getattr(self, name)
             z = F.batch_norm(block.conv(x), None, None, training=True, eps=1e-3)
             x = torch.relu(z + block.norm.bias.view(-1, 1, 1))
-        return x.mean(dim=(2, 3))
+            x = F.max_pool2d(x, 2) if block.pool else x
+        return x.mean(dim=(2, 3)) if self.readout == "mean" else x.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -119,27 +141,31 @@ def baseline_anil(model: torch.nn.Module, tasks: SimpleNamespace) -> None:
 # Cases
 # --------------------------------------------------------------------------------------------
 
-INNER = {
-    "maml": InnerLoop(STEPS, LR),
-    "fomaml": InnerLoop(STEPS, LR, first_order=True),
-    "anil": InnerLoop(STEPS, LR, adapt=frozenset({"head"})),
-}
+def inner_loops(lr: float) -> dict[str, InnerLoop]:
+    return {
+        "maml": InnerLoop(STEPS, lr),
+        "fomaml": InnerLoop(STEPS, lr, first_order=True),
+        "anil": InnerLoop(STEPS, lr, adapt=frozenset({"head"})),
+    }
+
+
+INNER = inner_loops(LR)
 
 
 def make_tasks(seed: int = 0) -> SimpleNamespace:
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(WAYS)
     return SimpleNamespace(
-        support_x=torch.rand(TASKS, WAYS * SHOTS, 1, SIZE, SIZE, generator=g),
+        support_x=torch.rand(TASKS, WAYS * SHOTS, CHANNELS, SIZE, SIZE, generator=g),
         support_y=labels.repeat_interleave(SHOTS).expand(TASKS, -1).contiguous(),
-        query_x=torch.rand(TASKS, WAYS * QUERIES, 1, SIZE, SIZE, generator=g),
+        query_x=torch.rand(TASKS, WAYS * QUERIES, CHANNELS, SIZE, SIZE, generator=g),
         query_y=labels.repeat_interleave(QUERIES).expand(TASKS, -1).contiguous(),
     )
 
 
 def make_models() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
-    ours = conv4(WAYS)
+    ours = conv4(WAYS, in_channels=CHANNELS, variant=VARIANT)
     return {"ours": ours, "standard": StandardConv4(ours)}
 
 
@@ -204,7 +230,7 @@ def time_cases(names: list[str], rounds: int, chunk: int) -> dict[str, dict[str,
 def peak_rss(name: str, chunk: int, reuse_memory: bool) -> dict[str, float]:
     """Peak resident memory of ``name`` alone in a fresh process (3 iterations): absolute and
     above the process's resident memory before the first iteration (imports, model, data)."""
-    command = [sys.executable, __file__, "--rss-case", name, "--chunk", str(chunk)]
+    command = [sys.executable, __file__, "--rss-case", name, "--chunk", str(chunk), "--variant", VARIANT]
     if not reuse_memory:
         command.append("--no-reuse-memory")
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -313,8 +339,11 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-peak", action="store_true", help="skip the convolution throughput measurement")
     parser.add_argument("--only", default="", help="comma-separated algorithms (maml, fomaml, anil)")
+    parser.add_argument("--variant", choices=sorted(SETTINGS), default="omniglot",
+                        help="data set shapes and reference settings (default: omniglot, the issue's benchmark)")
     parser.add_argument("--rss-case", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    use_variant(args.variant)
     settings = configure_cpu(threads=1, flush_denormal=True, reuse_memory=not args.no_reuse_memory)
     if args.rss_case:
         _rss_case(args.rss_case, args.chunk)
@@ -327,7 +356,7 @@ def main() -> None:
     timing = time_cases(names, args.rounds, args.chunk)
     memory = {} if args.no_memory else {n: peak_rss(n, args.chunk, not args.no_reuse_memory) for n in names}
     print(f"\nmeta-gradients agree with the baseline's to {agreement:.1e} (max relative difference, float64, 4 tasks)")
-    print(f"5-way 1-shot, {QUERIES} queries, meta-batch {TASKS}, {STEPS} steps, lr {LR}; {settings}; chunk {args.chunk}")
+    print(f"{VARIANT}: 5-way 1-shot, {QUERIES} queries, meta-batch {TASKS}, {STEPS} steps, lr {LR}; {settings}; chunk {args.chunk}")
     print("| case | CPU s/iter | wall s/iter | speed-up vs baseline | peak RSS MB | above start MB | memory vs baseline |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
@@ -339,7 +368,7 @@ def main() -> None:
             f"| {name} | {timing[name]['cpu_s']:.3f} | {timing[name]['wall_s']:.3f} | {speed:.2f}x |"
             f" {mem.get('peak_mb', float('nan')):.0f} | {mem.get('above_start_mb', float('nan')):.0f} | {mem_ratio:.2f} |"
         )
-    if not args.no_peak and "anil" in wanted:
+    if not args.no_peak and "anil" in wanted and VARIANT == "omniglot":
         report_conv_bound(timing, names)
 
 if __name__ == "__main__":

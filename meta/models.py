@@ -332,18 +332,19 @@ def _per_task(value: Tensor, own: Tensor, tasks: int) -> Tensor:
     return value
 
 
-# Image batches of at least this many examples enter the body channels-last on CPUs (measured:
-# a query set of 75 Omniglot images 8% faster forward and backward; oneDNN's input gradient of
-# conv2 comes back channels-last, and a channels-first conv1 first copies it back).
-CHANNELS_LAST_MIN_BATCH = 32
-
-
 def images_layout(x: Tensor) -> Tensor:
-    """Images ``(n, C, H, W)`` in the memory layout the body runs fastest in: channels-last
-    (strides ``(H*W*C, 1, W*C, C)``, forced even for ``C = 1``, where torch would keep the
-    channels-first strides) for CPU batches of at least :data:`CHANNELS_LAST_MIN_BATCH`, else
-    unchanged. Same values; only the strides differ."""
-    if x.device.type != "cpu" or x.dim() != 4 or x.shape[0] < CHANNELS_LAST_MIN_BATCH:
+    """Images ``(n, C, H, W)`` in the memory layout the body runs fastest in on CPUs:
+    channels-last, strides ``(H*W*C, 1, W*C, C)`` (forced even for ``C = 1``, where torch would
+    keep the channels-first strides). Same values; only the strides differ. Other devices:
+    unchanged.
+
+    Measured on the project's CPUs (``benchmarks/README.md``): forward and backward of 75 query
+    images 8% faster for the Omniglot conv4 (oneDNN returns conv2's input gradient channels-last,
+    and a channels-first conv1 copies it back) and 1.7x faster for the miniImageNet conv4; no
+    slower for batches of 5. Grouped task batches (:meth:`Conv4.forward_tasks`) stay
+    channels-first: there every fast weight would be reordered, and MAML was slower.
+    """
+    if x.device.type != "cpu" or x.dim() != 4:
         return x
     if x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last):
         return x

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from meta.convolution import conv2d
-from meta.models import CHANNELS_LAST_MIN_BATCH, conv4, images_layout
+from meta.models import conv4, images_layout
 
 # (groups, in channels per group, out channels per group, side, stride): the Omniglot blocks
 # (stride 2 with even and odd sides: 28 -> 14, 7 -> 4) and the miniImageNet blocks (stride 1).
@@ -62,24 +62,24 @@ def test_third_derivative_equals_torch_autograd():
     torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10)
 
 
-def test_images_layout_is_channels_last_for_large_cpu_batches_only():
-    one_channel = torch.rand(CHANNELS_LAST_MIN_BATCH, 1, 6, 6)
+def test_images_layout_is_channels_last():
+    one_channel = torch.rand(5, 1, 6, 6)
     moved = images_layout(one_channel)
     assert moved.stride() == (36, 1, 6, 1)  # forced, though C = 1 is "contiguous" either way
     assert torch.equal(moved, one_channel)
-    three = torch.rand(CHANNELS_LAST_MIN_BATCH, 3, 4, 4)
+    three = torch.rand(5, 3, 4, 4)
     assert images_layout(three).is_contiguous(memory_format=torch.channels_last)
-    small = torch.rand(CHANNELS_LAST_MIN_BATCH - 1, 1, 6, 6)
-    assert images_layout(small) is small
+    assert torch.equal(images_layout(three), three)
+    assert images_layout(moved) is moved
 
 
 def test_the_body_gives_the_same_values_and_gradients_in_either_layout():
-    """``model(x)`` runs a large batch channels-last; block by block (the modules keep the layout
-    they are given) it runs channels-first. Same values and gradients (float64)."""
+    """``model(x)`` runs channels-last; block by block (the modules keep the layout they are
+    given) it runs channels-first. Same values and gradients (float64)."""
     torch.manual_seed(0)
     model = conv4(5).double()
-    x = torch.rand(CHANNELS_LAST_MIN_BATCH, 1, 28, 28, dtype=torch.float64)
-    labels = torch.arange(CHANNELS_LAST_MIN_BATCH) % 5
+    x = torch.rand(12, 1, 28, 28, dtype=torch.float64)
+    labels = torch.arange(12) % 5
 
     def by_blocks(images):
         for name in ("conv1", "conv2", "conv3", "conv4"):
