@@ -40,10 +40,11 @@ checked against each other and a plain autograd loop in float64 (``tests/test_in
   chunk's inner loop.
 
 Measured on the project's 2-core CPUs (``benchmarks/README.md``): for Omniglot 5-way 1-shot,
-meta-batch 32, 5 steps, ``"hybrid"`` with chunks of :data:`DEFAULT_CHUNK` tasks was 1.33x (MAML),
-1.20x (first-order MAML) and 1.22x (ANIL) faster than a clone-and-update loop, using about twice
-its memory above the process's start (larger chunks: faster and more memory); ``"loop"`` used
-less memory than that loop, at about its speed.
+meta-batch 32, 5 steps, ``"hybrid"`` with chunks of :data:`DEFAULT_CHUNK` tasks was 1.33-1.42x
+(MAML), 1.20-1.30x (first-order MAML) and 1.22-1.27x (ANIL) faster than a clone-and-update loop
+(two runs), using about twice its memory above the process's start (larger chunks: faster and
+more memory); ``"loop"`` used less memory than that loop and was 1.05-1.18x faster. For
+miniImageNet's shapes ``"loop"`` is the better path (:data:`PATH_BY_VARIANT`).
 """
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ __all__ = [
     "RandomFeatures",
     "Regime",
     "TaskResult",
+    "default_path",
     "evaluate_task",
     "make_regime",
     "meta_gradient",
@@ -90,6 +92,19 @@ __all__ = [
 PATHS = ("loop", "grouped", "hybrid")
 DEFAULT_PATH = "hybrid"
 DEFAULT_CHUNK = 4
+
+# The trainer's path per conv4 variant when none is given (``benchmarks/README.md``,
+# ``bench_maml.py --variant``). Omniglot: ``hybrid`` is the fastest (MAML 1.3-1.4x a
+# clone-and-update loop, at about twice its memory). miniImageNet (84x84x3 images, meta-batch 4):
+# a support set is already large work, grouping gains little, and ``loop`` is faster for
+# first-order MAML and ANIL (1.7x against hybrid's 1.4-1.6x) at no more memory than that loop;
+# only second-order MAML is faster grouped (1.30x against 1.20x, at 1.6x the memory).
+PATH_BY_VARIANT = {"omniglot": DEFAULT_PATH, "miniimagenet": "loop"}
+
+
+def default_path(variant: str) -> str:
+    """The execution path a run of conv4 variant ``variant`` takes by default."""
+    return PATH_BY_VARIANT.get(variant, DEFAULT_PATH)
 
 
 class Regime(Protocol):

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from meta.algorithms import DEFAULT_CHUNK, DEFAULT_PATH, PATHS, PRESETS, REGIMES, Preset
+from meta.algorithms import DEFAULT_CHUNK, PATHS, PRESETS, REGIMES, Preset, default_path
 from meta.data import FewShotSplit, load_split
 from meta.data.base import SPLITS, check_split
 from meta.data.registry import DATASETS as REGISTRY_DATASETS
@@ -77,7 +77,9 @@ class RunConfig:
     variant: str | None = _option(f"conv4 variant, one of {', '.join(VARIANTS)} (default: by data set)")
     filters: int | None = _option("conv4 filters (default: the variant's)")
     batch_norm: str = _option(f"batch-norm mode, one of {', '.join(BATCH_NORM_MODES)}", "batch")
-    path: str = _option(f"meta-gradient execution path, one of {', '.join(PATHS)}", DEFAULT_PATH)
+    path: str | None = _option(
+        f"meta-gradient execution path, one of {', '.join(PATHS)} (default: hybrid; loop for miniImageNet)"
+    )
     chunk: int = _option("tasks computed together by the grouped and hybrid paths", DEFAULT_CHUNK)
     data_root: str | None = _option("folder of the data set's files (omniglot, miniimagenet)")
     protocol: str | None = _option("class split protocol of the data set (default: its first)")
@@ -229,11 +231,12 @@ def resolve(config: RunConfig) -> tuple[RunConfig, Preset]:
     resolved config and the preset used. Raises ValueError naming the bad value."""
     check(config)
     p = preset_for(config.dataset, config.ways, config.shots)
+    variant = config.variant or ("miniimagenet" if config.dataset == "miniimagenet" else "omniglot")
     defaults = {
         "iterations": p.iterations, "queries": p.queries, "meta_batch_size": p.meta_batch_size, "meta_lr": p.meta_lr,
         "inner_lr": p.train_inner.lr, "inner_steps": p.train_inner.steps,
         "test_inner_lr": p.test_inner.lr, "test_inner_steps": p.test_inner.steps,
-        "variant": "miniimagenet" if config.dataset == "miniimagenet" else "omniglot",
+        "variant": variant, "path": default_path(variant),
     }
     resolved = config.replace(**{k: v for k, v in defaults.items() if getattr(config, k) is None})
     check(resolved)
@@ -242,7 +245,9 @@ def resolve(config: RunConfig) -> tuple[RunConfig, Preset]:
 
 def check(config: RunConfig) -> None:
     """ValueError naming the first bad value of ``config`` (``None`` values are allowed)."""
-    choices = {"algorithm": ALGORITHMS, "batch_norm": BATCH_NORM_MODES, "path": PATHS, "variant": (*VARIANTS, None)}
+    choices = {
+        "algorithm": ALGORITHMS, "batch_norm": BATCH_NORM_MODES, "path": (*PATHS, None), "variant": (*VARIANTS, None),
+    }
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name}={getattr(config, name)!r} is not one of {[a for a in allowed if a]}")

@@ -72,6 +72,15 @@ def test_paper_defaults():
         assert mini.meta_batch_size == meta_batch and mini.variant == "miniimagenet" and mini.meta_lr == 1e-3
 
 
+def test_execution_path_defaults_by_variant_and_yields_to_the_command_line():
+    """hybrid for Omniglot-shaped conv4, loop for miniImageNet's (measured, benchmarks/README.md);
+    an explicit --path wins, and the resolved path is what config.json records."""
+    assert resolve(RunConfig(dataset="glyphs"))[0].path == "hybrid"
+    assert resolve(RunConfig(dataset="miniimagenet"))[0].path == "loop"
+    assert resolve(RunConfig(dataset="glyphs", variant="miniimagenet"))[0].path == "loop"
+    assert resolve(parse_train(["--dataset", "miniimagenet", "--path", "hybrid"]))[0].path == "hybrid"
+
+
 def test_bad_settings_are_refused(tmp_path, capsys):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"inner_lrr": 0.2}))
