@@ -45,8 +45,6 @@ SETTINGS = {
     "omniglot": {"channels": 1, "size": 28, "tasks": 32, "lr": 0.4},
     "miniimagenet": {"channels": 3, "size": 84, "tasks": 4, "lr": 0.01},
 }
-VARIANT = "omniglot"
-CHANNELS, SIZE, TASKS, LR = (SETTINGS[VARIANT][k] for k in ("channels", "size", "tasks", "lr"))
 
 
 def use_variant(variant: str) -> None:
@@ -149,7 +147,7 @@ def inner_loops(lr: float) -> dict[str, InnerLoop]:
     }
 
 
-INNER = inner_loops(LR)
+use_variant("omniglot")
 
 
 def make_tasks(seed: int = 0) -> SimpleNamespace:
@@ -273,11 +271,12 @@ def conv_flops(batch: int, in_channels: int, side: int, backward: bool) -> float
     return forward * (1 + (in_channels > 1) + 1) if backward else forward
 
 
-def anil_conv_flops() -> float:
-    """Convolution FLOPs of one ANIL meta-iteration: the body's forward and backward on every
-    support and query image of the meta-batch (the head's are negligible)."""
+def anil_conv_flops() -> dict[str, float]:
+    """Convolution FLOPs of one ANIL meta-iteration per layer (``conv1``..``conv4``): the body's
+    forward and backward on every support and query image of the meta-batch (the head's are
+    negligible)."""
     images = TASKS * WAYS * (SHOTS + QUERIES)
-    return sum(conv_flops(images, c, s, backward=True) for c, s in CONV_LAYERS)
+    return {f"conv{i}": conv_flops(images, c, s, backward=True) for i, (c, s) in enumerate(CONV_LAYERS, 1)}
 
 
 def conv_throughput(batch: int = 600, repeats: int = 7, channels_last: bool = False) -> dict[str, float]:
@@ -300,19 +299,15 @@ def conv_throughput(batch: int = 600, repeats: int = 7, channels_last: bool = Fa
     return out
 
 
-def anil_floor_seconds(rates: dict[str, float]) -> float:
-    """Seconds that ANIL's convolutions alone take at ``rates`` (GFLOP/s per layer): a lower
-    bound on an ANIL iteration for any implementation built on these convolution kernels."""
-    images = TASKS * WAYS * (SHOTS + QUERIES)
-    return sum(conv_flops(images, c, s, backward=True) / (rates[f"conv{i}"] * 1e9) for i, (c, s) in enumerate(CONV_LAYERS, 1))
-
-
 def report_conv_bound(timing: dict[str, dict[str, float]], names: list[str]) -> None:
     """Print the machine's conv throughput in both layouts and what it implies for ANIL."""
     rates = {"channels-first": conv_throughput(), "channels-last": conv_throughput(channels_last=True)}
     best = {k: max(r[k] for r in rates.values()) for k in rates["channels-first"]}
-    flops = anil_conv_flops()
-    floor = anil_floor_seconds(best)
+    per_layer = anil_conv_flops()
+    flops = sum(per_layer.values())
+    # ANIL's convolutions alone at the best rate per layer: a lower bound on an ANIL iteration
+    # for any implementation built on these kernels
+    floor = sum(f / (best[layer] * 1e9) for layer, f in per_layer.items())
     for layout, rate in rates.items():
         print(f"\nconv4 conv forward+backward throughput, batch 600, {layout} (GFLOP/s): "
               + ", ".join(f"{k} {v:.0f}" for k, v in rate.items()))
