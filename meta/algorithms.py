@@ -41,10 +41,11 @@ checked against each other and a plain autograd loop in float64 (``tests/test_in
 
 Measured on the project's 2-core CPUs (``benchmarks/README.md``): for Omniglot 5-way 1-shot,
 meta-batch 32, 5 steps, ``"hybrid"`` with chunks of :data:`DEFAULT_CHUNK` tasks was 1.33-1.42x
-(MAML), 1.20-1.30x (first-order MAML) and 1.22-1.27x (ANIL) faster than a clone-and-update loop
-(two runs), using about twice its memory above the process's start (larger chunks: faster and
-more memory); ``"loop"`` used less memory than that loop and was 1.05-1.18x faster. For
-miniImageNet's shapes ``"loop"`` is the better path (:data:`PATH_BY_VARIANT`).
+(MAML), 1.20-1.42x (first-order MAML) and 1.21-1.27x (ANIL) faster than a clone-and-update loop
+(three runs); its tensors' peak memory was 1.45x that loop's for MAML, 0.83x for first-order
+MAML and 0.74x for ANIL (larger chunks: faster and more memory); ``"loop"`` used less memory
+than that loop (0.62-0.72x) and was 1.03-1.18x faster. For miniImageNet's shapes ``"loop"`` is
+the better path (:data:`PATH_BY_VARIANT`).
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ DEFAULT_CHUNK = 4
 
 # The trainer's path per conv4 variant when none is given (``benchmarks/README.md``,
 # ``bench_maml.py --variant``). Omniglot: ``hybrid`` is the fastest (MAML 1.3-1.4x a
-# clone-and-update loop, at about twice its memory). miniImageNet (84x84x3 images, meta-batch 4):
+# clone-and-update loop, at 1.45x its tensors' peak memory). miniImageNet (84x84x3 images, meta-batch 4):
 # a support set is already large work, grouping gains little, and ``loop`` is faster for
 # first-order MAML and ANIL (1.7x against hybrid's 1.4-1.6x) at no more memory than that loop;
 # only second-order MAML is faster grouped (1.30x against 1.20x, at 1.6x the memory).
@@ -349,7 +350,12 @@ def _hybrid_chunk(model: nn.Module, part: _Tasks, inner: InnerLoop, scale: float
         accuracies.append(accuracy)
     pairs = [(phi[k], leaves[k].grad) for k in phi if leaves[k].grad is not None and phi[k].requires_grad]
     if pairs:
-        torch.autograd.backward([v for v, _ in pairs], [g for _, g in pairs])
+        # d/dtheta sum_k <phi_k, g_k> = J^T g, bit for bit what backward(phi, g) gives. A scalar's
+        # backward skips torch.autograd.backward's check of explicit output gradients, which
+        # imports sympy (torch.fx's symbolic shapes: about 20 MB resident and a second) at its
+        # first call. (A torch optimizer loads the same modules, so the trainer pays them once
+        # either way; the benchmark's memory figures and optimizer-free callers do not.)
+        sum((v * g).sum() for v, g in pairs).backward()
     return torch.stack(losses), torch.stack(accuracies), adapted
 
 

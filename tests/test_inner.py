@@ -3,6 +3,9 @@
 regime, frozen set and execution path, through batch norm with batch statistics."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -158,6 +161,31 @@ def test_meta_gradient_with_batch_norm_folded_into_every_convolution(setting, pa
     expected = reference_meta_gradient(model, tasks, inner)
     meta_gradient(model, tasks, inner, path=path, chunk=2, loop_from=7)
     assert_grads_close(model, expected)
+
+
+# A fresh interpreter: every path's meta-gradient, then the modules it loaded. (Where sympy came
+# in, through torch.autograd.backward's check of explicit output gradients, it added about 20 MB
+# of resident memory and a second to the first iteration, and to our side of the benchmark.)
+_NO_SYMPY = """
+import sys, torch
+from meta.algorithms import PATHS, meta_gradient
+from meta.inner import InnerLoop
+from meta.models import conv4
+model = conv4(3, in_channels=1, filters=4, image_size=8)
+tasks = [dict(support_x=torch.rand(3, 1, 8, 8), support_y=torch.arange(3),
+              query_x=torch.rand(6, 1, 8, 8), query_y=torch.arange(3).repeat(2)) for _ in range(2)]
+for path in PATHS:
+    for inner in (InnerLoop(2, 0.1), InnerLoop(2, 0.1, adapt=frozenset({"head"}))):
+        meta_gradient(model, [type("Episode", (), t) for t in tasks], inner, path=path, chunk=2, loop_from=4)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("sympy", "mpmath")))
+"""
+
+
+def test_meta_gradient_loads_no_symbolic_algebra():
+    done = subprocess.run([sys.executable, "-c", _NO_SYMPY], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_meta_gradient_accumulates_into_existing_grads():
