@@ -96,10 +96,11 @@ DEFAULT_CHUNK = 4
 
 # The trainer's path per conv4 variant when none is given (``benchmarks/README.md``,
 # ``bench_maml.py --variant``). Omniglot: ``hybrid`` is the fastest (MAML 1.3-1.4x a
-# clone-and-update loop, at 1.45x its tensors' peak memory). miniImageNet (84x84x3 images, meta-batch 4):
-# a support set is already large work, grouping gains little, and ``loop`` is faster for
-# first-order MAML and ANIL (1.7x against hybrid's 1.4-1.6x) at no more memory than that loop;
-# only second-order MAML is faster grouped (1.30x against 1.20x, at 1.6x the memory).
+# clone-and-update loop, at 1.45x its tensors' peak memory). miniImageNet (84x84x3 images,
+# meta-batch 4): a support set is already large work, grouping gains little, and ``loop`` is
+# faster for first-order MAML and ANIL (1.7x against hybrid's 1.2-1.6x) at no more memory than
+# that loop (tensors 0.96-0.98x); second-order MAML is 1.20x either way (two runs; hybrid 1.19x
+# and 1.30x), hybrid at twice the tensor memory.
 PATH_BY_VARIANT = {"omniglot": DEFAULT_PATH, "miniimagenet": "loop"}
 
 
