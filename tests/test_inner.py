@@ -168,15 +168,16 @@ def test_meta_gradient_with_batch_norm_folded_into_every_convolution(setting, pa
 # of resident memory and a second to the first iteration, and to our side of the benchmark.)
 _NO_SYMPY = """
 import sys, torch
+from types import SimpleNamespace
 from meta.algorithms import PATHS, meta_gradient
 from meta.inner import InnerLoop
 from meta.models import conv4
 model = conv4(3, in_channels=1, filters=4, image_size=8)
-tasks = [dict(support_x=torch.rand(3, 1, 8, 8), support_y=torch.arange(3),
-              query_x=torch.rand(6, 1, 8, 8), query_y=torch.arange(3).repeat(2)) for _ in range(2)]
+tasks = SimpleNamespace(support_x=torch.rand(2, 3, 1, 8, 8), support_y=torch.arange(3).expand(2, -1),
+                        query_x=torch.rand(2, 6, 1, 8, 8), query_y=torch.arange(3).repeat(2).expand(2, -1))
 for path in PATHS:
     for inner in (InnerLoop(2, 0.1), InnerLoop(2, 0.1, adapt=frozenset({"head"}))):
-        meta_gradient(model, [type("Episode", (), t) for t in tasks], inner, path=path, chunk=2, loop_from=4)
+        meta_gradient(model, tasks, inner, path=path, chunk=2, loop_from=4)
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("sympy", "mpmath")))
 """
 
