@@ -227,8 +227,9 @@ def time_cases(names: list[str], rounds: int, chunk: int) -> dict[str, dict[str,
 
 
 def peak_rss(name: str, chunk: int, reuse_memory: bool) -> dict[str, float]:
-    """Peak resident memory of ``name`` alone in a fresh process (3 iterations): absolute and
-    above the process's resident memory before the first iteration (imports, model, data)."""
+    """Peak memory of ``name`` alone in a fresh process: resident (``peak_mb``) over 3 iterations
+    and that peak above the resident memory before the first (``above_start_mb``; imports, model,
+    data), then the tensors' peak of a fourth iteration (``live_mb``, :func:`live_tensor_peak_mb`)."""
     command = [sys.executable, __file__, "--rss-case", name, "--chunk", str(chunk), "--variant", VARIANT]
     if not reuse_memory:
         command.append("--no-reuse-memory")
@@ -237,14 +238,14 @@ def peak_rss(name: str, chunk: int, reuse_memory: bool) -> dict[str, float]:
 
 
 def _rss_case(name: str, chunk: int) -> None:
-    models, tasks = make_models(), make_tasks()
+    models, tasks, case = make_models(), make_tasks(), cases(chunk)[name]
     before = _status_mb("VmRSS")
     for _ in range(3):
         zero_grads(models)
-        cases(chunk)[name](models, tasks)
+        case(models, tasks)
     peak = _status_mb("VmHWM")
     zero_grads(models)
-    live = live_tensor_peak_mb(lambda: cases(chunk)[name](models, tasks))
+    live = live_tensor_peak_mb(lambda: case(models, tasks))
     print(json.dumps({"peak_mb": peak, "above_start_mb": peak - before, "live_mb": live}))
 
 
