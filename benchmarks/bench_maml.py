@@ -173,33 +173,34 @@ def zero_grads(models: dict[str, torch.nn.Module]) -> None:
         model.zero_grad(set_to_none=True)
 
 
-def cases(chunk: int) -> dict[str, Callable[[dict, SimpleNamespace], object]]:
+def cases(chunk: int, paths: tuple[str, ...] = PATHS) -> dict[str, Callable[[dict, SimpleNamespace], object]]:
     """Case name -> one meta-iteration on ``models`` (``"ours"``: conv4, ``"standard"``: the
-    same network as :class:`StandardConv4`), gradients accumulated into the model."""
+    same network as :class:`StandardConv4`), gradients accumulated into the model; our cases
+    for the execution paths ``paths``."""
     out: dict[str, Callable] = {
         "maml/baseline": lambda m, b: baseline_maml(m["standard"], b, first_order=False),
         "fomaml/baseline": lambda m, b: baseline_maml(m["standard"], b, first_order=True),
         "anil/baseline": lambda m, b: baseline_anil(m["standard"], b),
     }
     for algorithm, inner in INNER.items():
-        for path in PATHS:
+        for path in paths:
             out[f"{algorithm}/{path}"] = lambda m, b, inner=inner, path=path: meta_gradient(m["ours"], b, inner, path=path, chunk=chunk)
     return dict(sorted(out.items(), key=lambda kv: list(INNER).index(kv[0].split("/")[0])))
 
 
-def check_agreement(chunk: int, n_tasks: int = 4) -> float:
+def check_agreement(chunk: int, paths: tuple[str, ...] = PATHS, n_tasks: int = 4) -> float:
     """Largest relative difference between the baseline's and each of our paths' meta-gradients
     in float64 (same weights, ``n_tasks`` tasks): the cases compute the same thing. (In float32
     these second-order meta-gradients of random tasks differ by up to a few percent between any
     two orders of summation, the baseline's against itself in float64 included.)"""
     models = {k: m.double() for k, m in make_models().items()}
     tasks = SimpleNamespace(**{k: v[:n_tasks].double() if v.is_floating_point() else v[:n_tasks] for k, v in vars(make_tasks()).items()})
-    table, worst = cases(chunk), 0.0
+    table, worst = cases(chunk, paths), 0.0
     for algorithm in INNER:
         zero_grads(models)
         table[f"{algorithm}/baseline"](models, tasks)
         expected = {k: p.grad.clone() for k, p in models["standard"].named_parameters()}
-        for path in PATHS:
+        for path in paths:
             zero_grads(models)
             table[f"{algorithm}/{path}"](models, tasks)
             for k, p in models["ours"].named_parameters():
@@ -209,7 +210,8 @@ def check_agreement(chunk: int, n_tasks: int = 4) -> float:
 
 
 def time_cases(names: list[str], rounds: int, chunk: int) -> dict[str, dict[str, float]]:
-    """Median CPU and wall seconds per iteration, rounds interleaved, the first round warm-up."""
+    """Median CPU and wall seconds per iteration, rounds interleaved, the first round warm-up
+    (which also compiles the ``compiled`` cases)."""
     models, tasks, table = make_models(), make_tasks(), cases(chunk)
     cpu: dict[str, list[float]] = {n: [] for n in names}
     wall: dict[str, list[float]] = {n: [] for n in names}
@@ -229,7 +231,9 @@ def time_cases(names: list[str], rounds: int, chunk: int) -> dict[str, dict[str,
 def peak_rss(name: str, chunk: int, reuse_memory: bool) -> dict[str, float]:
     """Peak memory of ``name`` alone in a fresh process: resident (``peak_mb``) over 3 iterations
     and that peak above the resident memory before the first (``above_start_mb``; imports, model,
-    data), then the tensors' peak of a fourth iteration (``live_mb``, :func:`live_tensor_peak_mb`)."""
+    data; for the ``compiled`` cases it includes compiling, which the first iteration does, and
+    the compiler's modules), then the tensors' peak of a fourth iteration (``live_mb``,
+    :func:`live_tensor_peak_mb`)."""
     command = [sys.executable, __file__, "--rss-case", name, "--chunk", str(chunk), "--variant", VARIANT]
     if not reuse_memory:
         command.append("--no-reuse-memory")
@@ -354,6 +358,8 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-peak", action="store_true", help="skip the convolution throughput measurement")
     parser.add_argument("--only", default="", help="comma-separated algorithms (maml, fomaml, anil)")
+    parser.add_argument("--paths", default=",".join(PATHS),
+                        help=f"comma-separated execution paths of ours (default: all, {','.join(PATHS)})")
     parser.add_argument("--variant", choices=sorted(SETTINGS), default="omniglot",
                         help="data set shapes and reference settings (default: omniglot, the issue's benchmark)")
     parser.add_argument("--rss-case", help=argparse.SUPPRESS)
@@ -364,9 +370,13 @@ def main() -> None:
         _rss_case(args.rss_case, args.chunk)
         return
     wanted = set(filter(None, args.only.split(","))) or set(INNER)
-    names = [n for n in cases(args.chunk) if n.split("/")[0] in wanted]
+    paths = tuple(filter(None, args.paths.split(",")))
+    unknown = sorted(set(paths) - set(PATHS))
+    if unknown:
+        parser.error(f"unknown paths {unknown}; choose from {PATHS}")
+    names = [n for n in cases(args.chunk, paths) if n.split("/")[0] in wanted]
     print(f"torch {torch.__version__}, {settings}, chunk={args.chunk}, rounds={args.rounds}", file=sys.stderr)
-    agreement = check_agreement(args.chunk)
+    agreement = check_agreement(args.chunk, paths)
     print(f"meta-gradients of every case agree with the baseline's to {agreement:.1e} (relative, float64)", file=sys.stderr)
     timing = time_cases(names, args.rounds, args.chunk)
     memory = {} if args.no_memory else {n: peak_rss(n, args.chunk, not args.no_reuse_memory) for n in names}

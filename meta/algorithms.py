@@ -38,14 +38,22 @@ checked against each other and a plain autograd loop in float64 (``tests/test_in
   where ordinary convolutions are faster on CPUs), then each task's query set alone through
   ordinary convolutions, its graph freed before the next task's, and one backward through the
   chunk's inner loop.
+- ``"compiled"``: ``"loop"``'s work for one task traced into one graph with no autograd left in
+  it (the second-order backward written out) and compiled ahead of time by inductor: batch
+  norm, ReLU and the support sets' many small elementwise operations fused into a few loops
+  (:mod:`meta.compiled`). A child process compiles (about a minute per task shape on one core,
+  a C++ compiler needed; the package is cached on disk by graph) and the training process only
+  loads the result, so it carries no compiler. CPUs only.
 
 Measured on the project's 2-core CPUs (``benchmarks/README.md``): for Omniglot 5-way 1-shot,
-meta-batch 32, 5 steps, ``"hybrid"`` with chunks of :data:`DEFAULT_CHUNK` tasks was 1.33-1.42x
-(MAML), 1.20-1.42x (first-order MAML) and 1.21-1.27x (ANIL) faster than a clone-and-update loop
-(three runs); its tensors' peak memory was 1.45x that loop's for MAML, 0.83x for first-order
-MAML and 0.74x for ANIL (larger chunks: faster and more memory); ``"loop"`` used less memory
-than that loop (0.62-0.72x) and was 1.03-1.18x faster. For miniImageNet's shapes ``"loop"`` is
-the better path (:data:`PATH_BY_VARIANT`).
+meta-batch 32, 5 steps, ``"compiled"`` was 1.64x (MAML), 1.71x (first-order MAML) and 1.63x
+(ANIL) faster than a clone-and-update loop, with that loop's resident memory (0.62-1.06x) and
+0.47-0.71x its tensors' peak; ``"hybrid"`` with chunks of :data:`DEFAULT_CHUNK` tasks, the
+default because it needs no compiling, was 1.33-1.46x (MAML), 1.20-1.42x (first-order MAML) and
+1.21-1.28x (ANIL) faster (four runs), its tensors' peak memory 1.39-1.45x that loop's for MAML,
+0.75-0.83x for first-order MAML and 0.74x for ANIL (larger chunks: faster and more memory);
+``"loop"`` used less memory than that loop (0.60-0.72x) and was 1.03-1.18x faster. For
+miniImageNet's shapes ``"loop"`` is the better path (:data:`PATH_BY_VARIANT`).
 """
 from __future__ import annotations
 
@@ -57,7 +65,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from meta.compiled import compiled_task_program
 from meta.inner import (
+    Adapted,
     InnerLoop,
     Params,
     inner_loop,
@@ -90,7 +100,7 @@ __all__ = [
     "preset",
 ]
 
-PATHS = ("loop", "grouped", "hybrid")
+PATHS = ("loop", "grouped", "hybrid", "compiled")
 DEFAULT_PATH = "hybrid"
 DEFAULT_CHUNK = 4
 
@@ -279,17 +289,22 @@ def meta_gradient(
         raise ValueError(f"unknown path {path!r}; choose from {PATHS}")
     chunk, loop_from = _positive("chunk", chunk), _positive("loop_from", loop_from)
     tasks = _as_tasks(batch)
-    run_part = {"loop": _loop_task, "grouped": _grouped_chunk, "hybrid": _hybrid_chunk}[path]
-    size = 1 if path == "loop" else chunk
-    metrics: dict[str, list[Tensor]] = {k: [] for k in ("loss", "accuracy", "support_loss_before", "support_accuracy_before")}
+    run_part = {"loop": _loop_task, "grouped": _grouped_chunk, "hybrid": _hybrid_chunk, "compiled": _compiled_task}[path]
+    size = 1 if path in ("loop", "compiled") else chunk
+    metrics: dict[str, list[Tensor]] = {k: [] for k in _PART_METRICS}
     for start in range(0, len(tasks), size):
         part = tasks.slice(start, start + size)
-        losses, accuracies, adapted = run_part(model, part, inner, 1.0 / len(tasks), loop_from)
-        metrics["loss"].append(losses)
-        metrics["accuracy"].append(accuracies)
-        metrics["support_loss_before"].append(adapted.support_loss_before)
-        metrics["support_accuracy_before"].append(adapted.support_accuracy_before)
+        for name, values in zip(_PART_METRICS, run_part(model, part, inner, 1.0 / len(tasks), loop_from)):
+            metrics[name].append(values)
     return _mean_metrics(metrics)
+
+
+# What each path's part function returns, per task of the part.
+_PART_METRICS = ("loss", "accuracy", "support_loss_before", "support_accuracy_before")
+
+
+def _part_metrics(losses: Tensor, accuracies: Tensor, adapted: Adapted) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return losses, accuracies, adapted.support_loss_before, adapted.support_accuracy_before
 
 
 def _backward_query(logits: Tensor, labels: Tensor, scale: float) -> tuple[Tensor, Tensor]:
@@ -304,7 +319,19 @@ def _loop_task(model: nn.Module, part: _Tasks, inner: InnerLoop, scale: float, l
     params = dict(model.named_parameters())
     layers = tuple(model.layers)
     adapted = inner_loop(module_forward(model), params, layers, part.support_x[0], part.support_y[0], inner)
-    return (*_backward_query(adapted.query_forward(part.query_x[0]), part.query_y[0], scale), adapted)
+    return _part_metrics(*_backward_query(adapted.query_forward(part.query_x[0]), part.query_y[0], scale), adapted)
+
+
+def _compiled_task(model: nn.Module, part: _Tasks, inner: InnerLoop, scale: float, loop_from: int):
+    """``"compiled"``: one task's meta-gradient as one compiled program (:mod:`meta.compiled`),
+    added to ``.grad``."""
+    task = (part.support_x[0], part.support_y[0], part.query_x[0], part.query_y[0])
+    params = list(model.parameters())
+    grads, *metrics = compiled_task_program(model, inner, scale, task)([p.detach() for p in params], task)
+    for p, g in zip(params, grads):
+        if p.requires_grad:
+            p.grad = g if p.grad is None else p.grad.add_(g)
+    return tuple(metrics)
 
 
 def _task_params(model: nn.Module, inner: InnerLoop, tasks: int) -> tuple[Params, set[str]]:
@@ -319,7 +346,7 @@ def _grouped_chunk(model: nn.Module, part: _Tasks, inner: InnerLoop, scale: floa
     """``"grouped"``: the chunk's tasks side by side, support and query alike."""
     params, _ = _task_params(model, inner, len(part))
     adapted = inner_loop(task_batch_forward(model), params, tuple(model.layers), part.support_x, part.support_y, inner)
-    return (*_backward_query(adapted.query_forward(part.query_x), part.query_y, scale), adapted)
+    return _part_metrics(*_backward_query(adapted.query_forward(part.query_x), part.query_y, scale), adapted)
 
 
 def _hybrid_chunk(model: nn.Module, part: _Tasks, inner: InnerLoop, scale: float, loop_from: int):
@@ -357,7 +384,7 @@ def _hybrid_chunk(model: nn.Module, part: _Tasks, inner: InnerLoop, scale: float
         # first call. (A torch optimizer loads the same modules, so the trainer pays them once
         # either way; the benchmark's memory figures and optimizer-free callers do not.)
         sum((v * g).sum() for v, g in pairs).backward()
-    return torch.stack(losses), torch.stack(accuracies), adapted
+    return _part_metrics(torch.stack(losses), torch.stack(accuracies), adapted)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,6 +79,7 @@ def test_execution_path_defaults_by_variant_and_yields_to_the_command_line():
     assert resolve(RunConfig(dataset="miniimagenet"))[0].path == "loop"
     assert resolve(RunConfig(dataset="glyphs", variant="miniimagenet"))[0].path == "loop"
     assert resolve(parse_train(["--dataset", "miniimagenet", "--path", "hybrid"]))[0].path == "hybrid"
+    assert resolve(parse_train(["--dataset", "glyphs", "--path", "compiled"]))[0].path == "compiled"
 
 
 def test_bad_settings_are_refused(tmp_path, capsys):

@@ -93,6 +93,20 @@ def test_rerun_of_a_finished_run_changes_nothing(reference, tmp_path):
     assert (tmp_path / "final.safetensors").read_bytes() == before
 
 
+def test_compiled_path_resumes_bitwise_and_trains_as_the_loop_path(reference, tmp_path):
+    """``--path compiled``: stopped at 4 and rerun, the same weights bit for bit as 8 iterations
+    at once; and the same training as the reference's ``hybrid`` run up to float32 rounding
+    (inductor sums in its own order)."""
+    compiled = tiny_config(path="compiled")
+    train(compiled, tmp_path / "whole")
+    train(compiled.replace(iterations=4), tmp_path / "resumed")
+    train(compiled, tmp_path / "resumed")
+    final = weights(tmp_path / "whole" / "final.safetensors")
+    assert_bitwise_equal(weights(tmp_path / "resumed" / "final.safetensors"), final)
+    for key, value in weights(reference / "final.safetensors").items():
+        torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_run_killed_at_a_random_moment_resumes_to_the_same_weights(reference, tmp_path):
     """SIGKILL a `python -m meta train` subprocess mid-run (checkpoint every iteration, so it is
