@@ -10,10 +10,12 @@ flushed (``meta.runtime.configure_cpu``). Times are medians over interleaved rou
 once per round, so a load change on the shared machine hits all cases alike) of the thread's CPU
 time (``time.thread_time``; wall time is printed too).
 
-    python benchmarks/bench_maml.py                    # the table (about 3 minutes)
+    python benchmarks/bench_maml.py                    # the table (about 12 minutes; the first run on a
+                                                       # machine also compiles the compiled cases, ~6 more)
     python benchmarks/bench_maml.py --no-reuse-memory  # glibc's default allocator behaviour
     python benchmarks/bench_maml.py --rounds 3 --no-memory --no-peak   # quicker
     python benchmarks/bench_maml.py --variant miniimagenet             # 84x84x3, meta-batch 4, lr 0.01
+    python benchmarks/bench_maml.py --paths loop,compiled              # some of our paths only
 """
 from __future__ import annotations
 

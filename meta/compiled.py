@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -152,7 +153,10 @@ def build_package(model: nn.Module, inner: InnerLoop, scale: float, example: Seq
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     with tempfile.TemporaryDirectory(prefix="meta-compiled-") as folder:
         spec_path = Path(folder) / "spec.pt"
-        torch.save(spec, spec_path)
+        try:
+            torch.save(spec, spec_path)
+        except (pickle.PicklingError, AttributeError, TypeError) as error:
+            raise ValueError(f"the 'compiled' path hands the model to a child process, so it must pickle: {error}") from error
         done = subprocess.run([sys.executable, "-m", "meta.compiled", str(spec_path)], env=env,
                               capture_output=True, text=True, check=False)
     if done.returncode != 0:

@@ -91,3 +91,10 @@ def test_models_with_buffers_are_refused():
     model.register_buffer("running", torch.zeros(3))
     with pytest.raises(ValueError, match=r"without buffers.*\['running'\]"):
         meta_gradient(model, tasks(4), STEP, path="compiled")
+
+
+def test_a_model_that_cannot_be_pickled_is_refused_by_name():
+    model = tiny_model()
+    model.scorer = lambda x: x  # a lambda does not pickle
+    with pytest.raises(ValueError, match="must pickle"):
+        meta_gradient(model, tasks(4), STEP, path="compiled")
