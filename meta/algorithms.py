@@ -43,7 +43,7 @@ checked against each other and a plain autograd loop in float64 (``tests/test_in
   norm, ReLU and the support sets' many small elementwise operations fused into a few loops
   (:mod:`meta.compiled`). A child process compiles (about a minute per task shape on one core,
   a C++ compiler needed; the package is cached on disk by graph) and the training process only
-  loads the result, so it carries no compiler. CPUs only.
+  loads the result, so it carries no compiler. CPUs and :class:`meta.models.Conv4` models only.
 
 Measured on the project's 2-core CPUs (``benchmarks/README.md``): for Omniglot 5-way 1-shot,
 meta-batch 32, 5 steps, ``"compiled"`` was 1.64x (MAML), 1.71x (first-order MAML) and 1.63x

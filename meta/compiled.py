@@ -21,7 +21,8 @@ the ``"loop"`` path in the same order; the fused loops sum in another order, so 
 agree with it to float rounding (checked in float64 against a plain autograd loop,
 ``tests/test_inner.py``).
 
-Where: tracing and compiling run in a child process (``python -m meta.compiled SPEC``), which
+Where: tracing and compiling run in a child process (``python -m meta.compiled SPEC``, ``SPEC``
+the JSON of :func:`_spec`: the conv4's recipe, the inner loop and the input shapes), which
 writes the compiled package into a cache folder (:func:`cache_dir`, keyed by the traced graph,
 torch's version and the thread count, written atomically); the training process only loads it
 through torch's C++ runtime (``torch._C._aoti``). So the training process never imports the
@@ -35,12 +36,12 @@ their per-call cost, and fusing them is what the other paths cannot do (benchmar
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import pickle
 import subprocess
 import sys
-import tempfile
 import weakref
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -49,7 +50,7 @@ from torch import Tensor, nn
 
 from meta.data.cache import cache_root
 from meta.inner import InnerLoop, inner_loop, module_forward, task_accuracies, task_losses
-from meta.models import images_layout
+from meta.models import Conv4, Variant, images_layout
 
 __all__ = ["TaskProgram", "cache_dir", "compiled_task_program", "graph_inputs", "task_meta_gradient"]
 
@@ -140,25 +141,15 @@ class TaskProgram:
 
 def build_package(model: nn.Module, inner: InnerLoop, scale: float, example: Sequence[Tensor]) -> Path:
     """The compiled package of :func:`task_meta_gradient` for ``model``, ``inner``, ``scale`` and
-    tasks shaped like ``example``: traced and compiled by a child process running this
-    module, or found in :func:`cache_dir` by it. The child receives the model, pickled, in a
-    private temporary folder (our own object, written and read within this call); it imports
-    what this process can (same ``sys.path``) and uses this process's thread count."""
+    tasks shaped like ``example``: traced and compiled by a child process running this module
+    (or found in :func:`cache_dir` by it). The child is told what to build in JSON
+    (:func:`_spec`: the conv4's recipe, the inner loop, the inputs' shapes, strides and
+    dtypes), imports what this process can (same ``sys.path``) and uses its thread count."""
+    spec = json.dumps(_spec(model, inner, scale, graph_inputs(example)))
     print(f"meta: compiling the meta-gradient for tasks of shape {_shape_text(example)} "
           "(about a minute on one core, once per graph and machine; cached)", file=sys.stderr)
-    spec = {
-        "model": model, "inner": inner, "scale": float(scale), "threads": torch.get_num_threads(),
-        "example": [t.detach().clone(memory_format=torch.preserve_format) for t in graph_inputs(example)],
-    }
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    with tempfile.TemporaryDirectory(prefix="meta-compiled-") as folder:
-        spec_path = Path(folder) / "spec.pt"
-        try:
-            torch.save(spec, spec_path)
-        except (pickle.PicklingError, AttributeError, TypeError) as error:
-            raise ValueError(f"the 'compiled' path hands the model to a child process, so it must pickle: {error}") from error
-        done = subprocess.run([sys.executable, "-m", "meta.compiled", str(spec_path)], env=env,
-                              capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-m", "meta.compiled", spec], env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
         raise RuntimeError(
@@ -166,6 +157,25 @@ def build_package(model: nn.Module, inner: InnerLoop, scale: float, example: Seq
             f"C++ compiler); use path 'hybrid' or 'loop' instead. The compiler said:\n{tail}"
         )
     return Path(done.stdout.strip().splitlines()[-1])
+
+
+def _spec(model: nn.Module, inner: InnerLoop, scale: float, inputs: Sequence[Tensor]) -> dict:
+    """What the child needs to rebuild the traced function, as JSON-ready data: the conv4's
+    constructor arguments (its weights do not change the graph), the parameters' dtype, the inner
+    loop, the scale, the thread count and each input's shape, strides and dtype. Only
+    :class:`meta.models.Conv4` itself can be described so (ValueError otherwise: use another
+    path for other models)."""
+    if type(model) is not Conv4:
+        raise ValueError(f"the 'compiled' path compiles meta.models.Conv4 models, not {type(model).__name__}; "
+                         "use path 'hybrid' or 'loop' for other models")
+    return {
+        "conv4": {"ways": model.ways, "in_channels": model.conv1.conv.in_channels, "variant": asdict(model.variant),
+                  "batch_norm": model.batch_norm},
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "inner": {**asdict(inner), "adapt": None if inner.adapt is None else sorted(inner.adapt)},
+        "scale": float(scale), "threads": torch.get_num_threads(),
+        "inputs": [{"shape": list(t.shape), "stride": list(t.stride()), "dtype": str(t.dtype).removeprefix("torch.")} for t in inputs],
+    }
 
 
 def _shape_text(tensors: Sequence[Tensor]) -> str:
@@ -206,19 +216,22 @@ def _graph_key(graph: torch.fx.GraphModule, threads: int) -> str:
     return digest.hexdigest()
 
 
-def _build(spec_path: str) -> Path:
-    """Trace and compile the program that ``spec_path`` describes (unless cached); its path."""
+def _build(spec: dict) -> Path:
+    """Trace and compile the program that ``spec`` (:func:`_spec`) describes, unless cached; the
+    package's path."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    spec = torch.load(spec_path, weights_only=False)  # written by build_package, just now
     torch.set_num_threads(spec["threads"])
-    model, inner, scale, example = spec["model"], spec["inner"], spec["scale"], spec["example"]
+    recipe, dtype = spec["conv4"], getattr(torch, spec["dtype"])
+    model = Conv4(recipe["ways"], recipe["in_channels"], Variant(**recipe["variant"]), recipe["batch_norm"], head_init="xavier").to(dtype)
+    inner = InnerLoop(**{**spec["inner"], "adapt": None if spec["inner"]["adapt"] is None else frozenset(spec["inner"]["adapt"])})
     names = [k for k, _ in model.named_parameters()]
 
     def program(params, support_x, support_y, query_x, query_y):
-        return task_meta_gradient(model, names, inner, scale, params, support_x, support_y, query_x, query_y)
+        return task_meta_gradient(model, names, inner, spec["scale"], params, support_x, support_y, query_x, query_y)
 
     params = [p.detach() for p in model.parameters()]
+    example = [torch.empty_strided(i["shape"], i["stride"], dtype=getattr(torch, i["dtype"])).zero_() for i in spec["inputs"]]
     graph = make_fx(program, tracing_mode="fake")(params, *example)
     path = cache_dir() / f"{_graph_key(graph, spec['threads'])}.pt2"
     if not path.is_file():
@@ -231,4 +244,4 @@ def _build(spec_path: str) -> Path:
 
 
 if __name__ == "__main__":
-    print(_build(sys.argv[1]))
+    print(_build(json.loads(sys.argv[1])))

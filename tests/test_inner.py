@@ -150,11 +150,12 @@ def test_meta_gradient_equals_the_plain_autograd_loop(setting, path, loop_from):
     assert metrics["loss"] == pytest.approx(float(reference_loss), rel=1e-12)
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", [p for p in PATHS if p != "compiled"])
 @pytest.mark.parametrize("setting", ["maml", "fomaml", "anil", "frozen_conv12"])
 def test_meta_gradient_with_batch_norm_folded_into_every_convolution(setting, path, monkeypatch):
     """The folded conv + batch norm route (normally conv1 of large batches only), forced on every
-    block and batch size, gives the same meta-gradient, second order included."""
+    block and batch size, gives the same meta-gradient, second order included. (Not "compiled":
+    it builds its program in a child process, which this monkeypatch does not reach.)"""
     monkeypatch.setattr(models, "FOLD_MAX_PATCH_FRACTION", 100.0)
     monkeypatch.setattr(models, "FOLD_MIN_BATCH", 1)
     model, tasks, inner = small_model(), make_tasks(11), SETTINGS[setting]
