@@ -153,15 +153,16 @@ def build_package(model: nn.Module, inner: InnerLoop, scale: float, example: Seq
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
         raise RuntimeError(
-            "the 'compiled' path could not compile the meta-gradient (AOTInductor needs a working "
-            f"C++ compiler); use path 'hybrid' or 'loop' instead. The compiler said:\n{tail}"
+            "the 'compiled' path could not build the meta-gradient's program (AOTInductor also needs a "
+            f"working C++ compiler); use path 'hybrid' or 'loop' instead. The child process said:\n{tail}"
         )
     return Path(done.stdout.strip().splitlines()[-1])
 
 
 def _spec(model: nn.Module, inner: InnerLoop, scale: float, inputs: Sequence[Tensor]) -> dict:
     """What the child needs to rebuild the traced function, as JSON-ready data: the conv4's
-    constructor arguments (its weights do not change the graph), the parameters' dtype, the inner
+    constructor arguments (its weights do not change the graph), the parameters' names, shapes
+    (checked against the rebuilt model's) and dtype, the inner
     loop, the scale, the thread count and each input's shape, strides and dtype. Only
     :class:`meta.models.Conv4` itself can be described so (ValueError otherwise: use another
     path for other models)."""
@@ -171,6 +172,7 @@ def _spec(model: nn.Module, inner: InnerLoop, scale: float, inputs: Sequence[Ten
     return {
         "conv4": {"ways": model.ways, "in_channels": model.conv1.conv.in_channels, "variant": asdict(model.variant),
                   "batch_norm": model.batch_norm},
+        "params": [[name, list(p.shape)] for name, p in model.named_parameters()],
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "inner": {**asdict(inner), "adapt": None if inner.adapt is None else sorted(inner.adapt)},
         "scale": float(scale), "threads": torch.get_num_threads(),
@@ -226,6 +228,9 @@ def _build(spec: dict) -> Path:
     model = Conv4(recipe["ways"], recipe["in_channels"], Variant(**recipe["variant"]), recipe["batch_norm"], head_init="xavier").to(dtype)
     inner = InnerLoop(**{**spec["inner"], "adapt": None if spec["inner"]["adapt"] is None else frozenset(spec["inner"]["adapt"])})
     names = [k for k, _ in model.named_parameters()]
+    rebuilt = [[name, list(p.shape)] for name, p in model.named_parameters()]
+    if rebuilt != spec["params"]:
+        raise ValueError(f"the model's parameters {spec['params']} are not those of the conv4 its recipe builds: {rebuilt}")
 
     def program(params, support_x, support_y, query_x, query_y):
         return task_meta_gradient(model, names, inner, spec["scale"], params, support_x, support_y, query_x, query_y)

@@ -103,3 +103,12 @@ def test_models_other_than_conv4_are_refused_by_name():
     model.__class__ = Wider
     with pytest.raises(ValueError, match="compiles meta.models.Conv4 models, not Wider"):
         meta_gradient(model, tasks(4), STEP, path="compiled")
+
+
+def test_a_conv4_changed_after_construction_is_refused():
+    """The child rebuilds conv4 from its constructor arguments; a model whose parameters no
+    longer match them (here a replaced head) is refused instead of compiled wrongly."""
+    model = tiny_model()
+    model.head = torch.nn.Linear(model.feature_dim, 3).double()
+    with pytest.raises(RuntimeError, match="not those of the conv4 its recipe builds"):
+        meta_gradient(model, tasks(4), STEP, path="compiled")
