@@ -213,7 +213,7 @@ def check_agreement(chunk: int, paths: tuple[str, ...] = PATHS, n_tasks: int = 4
 
 def time_cases(names: list[str], rounds: int, chunk: int) -> dict[str, dict[str, float]]:
     """Median CPU and wall seconds per iteration, rounds interleaved, the first round warm-up
-    (which also compiles the ``compiled`` cases)."""
+    (which also builds or loads the ``compiled`` cases' packages)."""
     models, tasks, table = make_models(), make_tasks(), cases(chunk)
     cpu: dict[str, list[float]] = {n: [] for n in names}
     wall: dict[str, list[float]] = {n: [] for n in names}
@@ -233,9 +233,9 @@ def time_cases(names: list[str], rounds: int, chunk: int) -> dict[str, dict[str,
 def peak_rss(name: str, chunk: int, reuse_memory: bool) -> dict[str, float]:
     """Peak memory of ``name`` alone in a fresh process: resident (``peak_mb``) over 3 iterations
     and that peak above the resident memory before the first (``above_start_mb``; imports, model,
-    data; for the ``compiled`` cases it includes compiling, which the first iteration does, and
-    the compiler's modules), then the tensors' peak of a fourth iteration (``live_mb``,
-    :func:`live_tensor_peak_mb`)."""
+    data; for the ``compiled`` cases, loading the compiled package, which the first iteration
+    does: the compiling itself runs in a child process of its own, not measured here), then the
+    tensors' peak of a fourth iteration (``live_mb``, :func:`live_tensor_peak_mb`)."""
     command = [sys.executable, __file__, "--rss-case", name, "--chunk", str(chunk), "--variant", VARIANT]
     if not reuse_memory:
         command.append("--no-reuse-memory")
