@@ -6,7 +6,7 @@ convolution throughput that ANIL reaches.
 
 Setting: Omniglot-shaped 5-way 1-shot tasks (random 28x28 images), 15 queries per class,
 meta-batch 32, 5 inner steps of lr 0.4, conv4 (64 filters), one intra-op thread, denormals
-flushed (``meta.runtime.configure_cpu``). Times are medians over interleaved rounds (every case
+flushed (``meta.run.cpu.configure_cpu``). Times are medians over interleaved rounds (every case
 once per round, so a load change on the shared machine hits all cases alike) of the thread's CPU
 time (``time.thread_time``; wall time is printed too).
 
@@ -35,10 +35,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meta.algorithms import DEFAULT_CHUNK, PATHS, meta_gradient  # noqa: E402
-from meta.inner import InnerLoop  # noqa: E402
-from meta.models import conv4  # noqa: E402
-from meta.runtime import configure_cpu  # noqa: E402
+from meta.core.paths import DEFAULT_CHUNK, PATHS, meta_gradient  # noqa: E402
+from meta.core.inner import InnerLoop  # noqa: E402
+from meta.core.models import conv4  # noqa: E402
+from meta.run.cpu import configure_cpu  # noqa: E402
 
 WAYS, SHOTS, QUERIES, STEPS = 5, 1, 15, 5
 

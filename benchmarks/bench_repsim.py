@@ -11,7 +11,7 @@ For each measure and shape it times (median of interleaved repeats, one intra-op
 and, in a fresh child process per (measure, shape, implementation), the peak resident memory
 that the computation adds above the inputs (Linux ``VmHWM`` after resetting it through
 ``/proc/self/clear_refs``; tracemalloc cannot see torch's allocations). Streaming CKA and CCA
-(``repsim.streaming``) run over ``(n, d)`` data that never exists in memory at once.
+(``repsim.measures.streaming``) run over ``(n, d)`` data that never exists in memory at once.
 
 Run ``python benchmarks/bench_repsim.py --help``; see benchmarks/README.md.
 """
@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from repsim.cka import linear_cka  # noqa: E402
+from repsim.measures.cka import linear_cka  # noqa: E402
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore")
@@ -179,14 +179,14 @@ def ours(measure: str) -> Maker:
     if measure in ("linear_cka", "debiased_cka"):
         debiased = measure == "debiased_cka"
         return lambda x, y: lambda: float(linear_cka(x, y, debiased=debiased))
-    canonical = importlib.import_module("repsim.canonical")
+    canonical = importlib.import_module("repsim.measures.canonical")
     function = {"mean_cca": canonical.mean_cca, "svcca": canonical.svcca, "pwcca": canonical.pwcca}[measure]
     return lambda x, y: lambda: float(function(x, y))
 
 
 def streaming(measure: str) -> Callable[[Callable[[], Iterator]], float]:
-    """Exact streaming CKA / mean CCA from ``repsim.streaming`` over the batches of a factory."""
-    module = importlib.import_module("repsim.streaming")
+    """Exact streaming CKA / mean CCA from ``repsim.measures.streaming`` over the batches of a factory."""
+    module = importlib.import_module("repsim.measures.streaming")
     cls = module.StreamingCKA if measure == "stream_linear_cka" else module.StreamingCCA
 
     def run(batches: Callable[[], Iterator]) -> float:

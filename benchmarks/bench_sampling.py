@@ -6,7 +6,7 @@ under 5% of the iteration). Sampling is timed as a trainer calls it:
 
 Data: the real Omniglot ``maml`` train split if the archives are found (``--omniglot DIR`` or
 ``$OMNIGLOT_DIR`` or ../shared/data/omniglot), else the built-in glyphs set, else random binary
-images of the same shape. The ANIL iteration is ``meta.algorithms``' when that module provides
+images of the same shape. The ANIL iteration is ``meta.core.algorithms``' when that module provides
 one (see :func:`anil_iteration`); only where it cannot be imported, a stand-in (conv4 body
 forward once per task, five inner SGD steps of the head with ``create_graph=True``, query loss
 backward through the adapted head into the body, an Adam step) is timed and the output says so.
@@ -102,14 +102,14 @@ def standin_anil_iteration(batch: EpisodeBatch) -> Callable[[], None]:
 
 
 def anil_iteration(batch: EpisodeBatch) -> tuple[Callable[[], None], str]:
-    """``(one ANIL training iteration on batch, what it is)``: ``meta.algorithms``' ANIL regime
-    with the 20-way 5-shot Omniglot preset's inner loop on ``meta.models.conv4``, driven as a
+    """``(one ANIL training iteration on batch, what it is)``: ``meta.core.algorithms``' ANIL regime
+    with the 20-way 5-shot Omniglot preset's inner loop on ``meta.core.models.conv4``, driven as a
     trainer does (zero grads, ``regime.step``, Adam step); the stand-in if that is missing."""
     try:
-        from meta.algorithms import make_regime, preset
-        from meta.models import conv4
+        from meta.core.algorithms import make_regime, preset
+        from meta.core.models import conv4
     except ImportError as error:
-        return standin_anil_iteration(batch), f"STAND-IN (meta.algorithms not importable: {error})"
+        return standin_anil_iteration(batch), f"STAND-IN (meta.core.algorithms not importable: {error})"
     setting = preset("omniglot", WAYS, SHOTS)
     model = conv4(**setting.model_kwargs())
     regime = make_regime("anil", inner=setting.train_inner, meta_batch_size=len(batch))
@@ -121,7 +121,7 @@ def anil_iteration(batch: EpisodeBatch) -> tuple[Callable[[], None], str]:
         optimizer.step()
 
     inner = setting.train_inner
-    return iteration, f"meta.algorithms ANIL (make_regime('anil'), {inner.steps} inner steps, lr {inner.lr})"
+    return iteration, f"meta.core.algorithms ANIL (make_regime('anil'), {inner.steps} inner steps, lr {inner.lr})"
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from repsim.report import atomic_open  # noqa: E402
+from repsim.io import atomic_open  # noqa: E402
 
 
 def learning_curve(run_dir: Path) -> pd.DataFrame:

@@ -21,13 +21,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from meta.checkpoint import RunFolder, write_json
-from meta.config import RunConfig, add_config_arguments, config_from_args, from_mapping
-from meta.evaluate import ABLATIONS, DEFAULT_TASKS, evaluate_runs, format_result
-from meta.presets import PRESETS, get_preset
-from meta.runtime import configure_cpu
-from meta.snapshots import snapshot_run
-from meta.train import train
+from meta.run.folder import RunFolder
+from repsim.io import write_json
+from meta.run.config import RunConfig, add_config_arguments, config_from_args, from_mapping
+from meta.run.evaluate import ABLATIONS, DEFAULT_TASKS, evaluate_runs, format_result
+from meta.study.presets import PRESETS, get_preset
+from meta.run.cpu import configure_cpu
+from meta.run.snapshot_writer import snapshot_run
+from meta.run.train import train
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -108,11 +109,11 @@ def _train(args: argparse.Namespace) -> int:
     base = from_mapping(folder.read_config()["config"]) if folder.config.is_file() else RunConfig()
     config = config_from_args(args, base)
     result = train(config, args.out)
-    best = result["best"]
+    best = result.best
     best_text = "" if best is None else (
         f"; best validation accuracy {100 * best['accuracy']:.2f}% at iteration {best['iteration']}")
-    print(f"{result['run_dir']}: iteration {result['iterations']} (started at {result['resumed_from']});"
-          f" final weights {result['final']}{best_text}")
+    print(f"{result.run_dir}: iteration {result.iterations} (started at {result.resumed_from});"
+          f" final weights {result.final}{best_text}")
     return 0
 
 
@@ -126,14 +127,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     runs = [*args.run_dirs, *args.seeds_from]
     result = evaluate_runs(runs, tasks=args.tasks, nil=args.nil, ablation=args.ablation, **_common_kwargs(args))
     if len(runs) == 1:
-        single = result["runs"][0]
+        single = result.runs[0]
         print(format_result(single))
-        print(f"written: {single['json']}")
+        print(f"written: {single.json}")
         return 0
-    path = Path(args.json) if args.json else RunFolder(Path(runs[0])).eval_dir / f"{result['name']}_{len(runs)}runs.json"
-    write_json(path, result)
+    path = Path(args.json) if args.json else RunFolder(Path(runs[0])).eval_dir / f"{result.name}_{len(runs)}runs.json"
+    write_json(path, result.as_json())
     print(format_result(result))
-    print(f"written: {', '.join(r['json'] for r in result['runs'])}, {path}")
+    print(f"written: {', '.join(r.json for r in result.runs)}, {path}")
     return 0
 
 
@@ -151,7 +152,7 @@ def _snapshot(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from meta.reproduce import parse_data_roots, reproduce
+    from meta.study.reproduce import parse_data_roots, reproduce
 
     preset = get_preset(args.preset)
     reproduce(preset, args.out, jobs=args.jobs, data_roots=parse_data_roots(args.data_root, preset),

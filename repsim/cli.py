@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from repsim._inputs import CONV_POLICIES
-from repsim.checkpoints import (
+from repsim.measures.inputs import CONV_POLICIES
+from repsim.weights import (
     UnsafeCheckpointError,
     load_inputs,
     load_model,
@@ -26,8 +26,9 @@ from repsim.checkpoints import (
     parse_rename,
 )
 from repsim.compare import DEFAULT_MEMORY_LIMIT, PAIRS, compare_models
-from repsim.report import atomic_write_text, summary_markdown, write_csv, write_json
-from repsim.snapshots import INPUT_CHOICES, report_snapshot
+from repsim.io import atomic_write_text, write_csv, write_json
+from repsim.tables import summary_markdown
+from repsim.snapshot_report import INPUT_CHOICES, report_snapshot
 
 EXIT_BAD_INPUT = 2
 EXIT_UNSAFE = 3
@@ -165,7 +166,7 @@ def run_compare(args: argparse.Namespace) -> list[Path]:
         "layers_b": layers_b, "pairs": args.pairs, "conv": args.conv, "batch_size": args.batch_size,
         "train_mode": args.train_mode, "device": args.device, **remap, "versions": _versions(),
     }
-    return [write_csv(df, args.out / "similarity.csv"), write_json(settings, args.out / "settings.json"),
+    return [write_csv(args.out / "similarity.csv", df), write_json(args.out / "settings.json", settings),
             *compare_figures(df, args.out)]
 
 
@@ -184,11 +185,11 @@ def run_report(args: argparse.Namespace) -> list[Path]:
     title = f"Adaptation snapshot {args.snapshot.name}"
     markdown = summary_markdown(summary, confidence=args.confidence, title=title)
     return [
-        write_csv(per_task, args.out / "per_task.csv"),
-        write_csv(summary, args.out / "summary.csv"),
-        write_json(summary, args.out / "summary.json"),
+        write_csv(args.out / "per_task.csv", per_task),
+        write_csv(args.out / "summary.csv", summary),
+        write_json(args.out / "summary.json", summary),
         atomic_write_text(args.out / "summary.md", markdown),
-        write_json(settings, args.out / "settings.json"),
+        write_json(args.out / "settings.json", settings),
         *snapshot_figures(summary, args.out),
     ]
 

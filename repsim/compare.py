@@ -28,7 +28,7 @@ with different spatial sizes need ``conv="mean"`` or ``"flatten"`` (same ``N`` d
 :data:`repsim.capture.WHOLE_BATCH_LIMIT` inputs, and always for models whose batch norm uses
 batch statistics) all activations are compared in memory. With several batches, the measures
 in :data:`STREAMING_MEASURES` (linear and debiased CKA, the CCA family) are accumulated batch by
-batch with the exact accumulators of :mod:`repsim.streaming`, so the activations of all inputs
+batch with the exact accumulators of :mod:`repsim.measures.streaming`, so the activations of all inputs
 are never held at once; the others (kernel CKA, Procrustes, RSA) need every activation in memory
 and raise ValueError when the estimated float64 size exceeds ``memory_limit``.
 """
@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from repsim._inputs import CONV_POLICIES, as_representation
+from repsim.measures.inputs import CONV_POLICIES, as_representation
 from repsim.capture import iter_activations, resolve_batch_size, resolve_layers
 
 #: Values of the ``pairs`` argument.
@@ -243,13 +243,13 @@ def _check_memory(estimate: int, limit: float, measures: Sequence[str], n_inputs
 
 
 def new_accumulator(measure: str, kwargs: Mapping[str, Any]) -> Any:
-    """A fresh exact streaming accumulator of :mod:`repsim.streaming` for a measure of
+    """A fresh exact streaming accumulator of :mod:`repsim.measures.streaming` for a measure of
     :data:`STREAMING_MEASURES` (``update(x, y)`` with 2-D batches, then ``result()``):
-    :class:`~repsim.streaming.StreamingCKA` for the CKA names, otherwise
-    :class:`~repsim.streaming.StreamingCCA` (``"cca"`` is mean CCA). ``kwargs`` are the
+    :class:`~repsim.measures.streaming.StreamingCKA` for the CKA names, otherwise
+    :class:`~repsim.measures.streaming.StreamingCCA` (``"cca"`` is mean CCA). ``kwargs`` are the
     measure's keyword arguments (``keep`` for SVCCA, ``symmetric`` for PWCCA, ``rtol``, ``dtype``).
     """
-    from repsim import streaming
+    from repsim.measures import streaming
 
     try:
         if measure in ("cka", "linear_cka", "debiased_cka"):
@@ -262,7 +262,7 @@ def new_accumulator(measure: str, kwargs: Mapping[str, Any]) -> Any:
 
 
 class _Stream:
-    """One exact streaming accumulator of :mod:`repsim.streaming` for one pair and measure; a
+    """One exact streaming accumulator of :mod:`repsim.measures.streaming` for one pair and measure; a
     ValueError during an update ends it and keeps the message as the row's reason."""
 
     def __init__(self, measure: str, kwargs: Mapping[str, Any]):

@@ -1,7 +1,7 @@
 """Figures of similarity results (matplotlib + seaborn). Plotting never computes similarity.
 
 Every function takes the DataFrames of :func:`repsim.compare.compare_models` or
-:func:`repsim.snapshots.report_snapshot` and returns a :class:`matplotlib.figure.Figure` built
+:func:`repsim.snapshot_report.report_snapshot` and returns a :class:`matplotlib.figure.Figure` built
 without pyplot (no global state, no display needed: figures render with the Agg canvas).
 :func:`save_figure` writes PNG files atomically.
 """
@@ -17,7 +17,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from repsim.report import atomic_write_bytes
+from repsim.io import atomic_write_bytes
 
 
 def _ordered(values: pd.Series) -> list:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from repsim.report import atomic_write_text, write_csv
+from repsim.io import atomic_write_text, write_csv
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "head")
 FROZEN = ("none", "conv1", "conv1-2", "conv1-3", "conv1-4")
@@ -197,7 +197,7 @@ def write_fake_reproduction(out_dir: str | Path, specs: Sequence[FakeSpec] = (Fa
     skipped = set(omit)
     for name, frame in fake_tables(specs).items():
         if name not in skipped:
-            write_csv(frame, out / TABLE_FILES[name] / f"{name}.csv")
+            write_csv(out / TABLE_FILES[name] / f"{name}.csv", frame)
     if preset:
         resolved = {"preset": "fake", "note": "synthetic numbers from tests/fake_reproduction.py; nothing was trained",
                     "settings": [asdict(spec) for spec in specs],

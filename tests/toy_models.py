@@ -117,7 +117,7 @@ def write_toy_snapshot(
 
     import safetensors.torch
 
-    from repsim.checkpoints import save_state_dict
+    from repsim.weights import save_state_dict
 
     root = Path(root)
     generator = torch.Generator().manual_seed(seed)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from repsim.report import atomic_open
+from repsim.io import atomic_open
 
 CACHE_ENV = "FEATURE_REUSE_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/feature-reuse")

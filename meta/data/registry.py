@@ -6,6 +6,10 @@
   the official zips or folders in ``root``, default ``$OMNIGLOT_DIR``; 28x28 by default.
 - ``miniimagenet`` (protocol ``ravi``; :mod:`meta.data.miniimagenet`): CSV + images or the
   pickle form in ``root``, default ``$MINIIMAGENET_DIR``; 84x84 by default.
+- ``synthetic`` (protocol ``default``; :mod:`meta.data.synthetic`): random patterns generated in
+  memory, for tests and smoke runs only; 28x28 by default, any size from 7.
+
+Imports: :mod:`meta.data` only.
 """
 from __future__ import annotations
 
@@ -15,10 +19,12 @@ from pathlib import Path
 from meta.data.base import FewShotSplit, check_split
 from meta.data.miniimagenet import load_miniimagenet
 from meta.data.omniglot import load_omniglot
+from meta.data.synthetic import synthetic_split
 
-DATASETS = ("glyphs", "omniglot", "miniimagenet")
+DATASETS = ("glyphs", "omniglot", "miniimagenet", "synthetic")
 PROTOCOLS: dict[str, tuple[str, ...]] = {
     "glyphs": ("default",),
+    "synthetic": ("default",),
     "omniglot": ("maml", "lake", "lake-val"),
     "miniimagenet": ("ravi",),
 }
@@ -57,6 +63,8 @@ def load_split(
         raise ValueError(f"unknown protocol {protocol!r} for {dataset}; expected one of {PROTOCOLS[dataset]}")
     if dataset == "glyphs":
         return _load_glyphs(split, root, image_size, cache_dir, progress)
+    if dataset == "synthetic":
+        return synthetic_split(split, image_size=28 if image_size is None else image_size)
     loader = load_omniglot if dataset == "omniglot" else load_miniimagenet
     return loader(
         split,

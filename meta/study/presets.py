@@ -1,0 +1,237 @@
+"""The presets of ``python -m meta reproduce``: every setting of every stage, as data.
+
+A :class:`ReproducePreset` says which few-shot settings are studied, which seeds, how long each
+run trains and how many tasks each measurement uses; :mod:`meta.study.reproduce` turns it into a plan of
+stages and runs. Settings a preset leaves out (``None`` in ``run``) fall back to the paper
+defaults of the setting (:data:`meta.run.paper_defaults.PAPER_DEFAULTS`, via :func:`meta.run.config.resolve`).
+
+- ``quick``: the built-in ``glyphs`` data set, 5-way 1-shot, sized to finish in under ten minutes
+  on a 2-core CPU (the README's first command). Smaller than the paper on purpose: 32 filters
+  instead of 64, 5 queries per class instead of 15, a meta-batch of 8, about a thousand
+  iterations. Fewer than 600 evaluation tasks where that is stated in ``notes``.
+- ``omniglot``: the real Omniglot (MAML split), 5-way and 20-way, 1-shot and 5-shot, the paper's
+  network and inner loops, budgets sized for one CPU machine (hours; see its description).
+- ``paper``: the paper's settings for a GPU: Omniglot 5/20-way and miniImageNet 5-way, 1 and 5
+  shots, the paper's iterations (MAML: 40000 Omniglot, 60000 miniImageNet), 600 test tasks,
+  3 seeds.
+- ``tiny``: a smoke test on the ``synthetic`` data set (seconds; the numbers mean nothing).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from meta.core.names import BODY_BASELINES
+
+#: Body-training baselines of the paper's Table 5 (besides MAML and ANIL), each tested with NIL.
+BASELINE_REGIMES: tuple[str, ...] = BODY_BASELINES
+#: Fractions of training at which the MAML runs keep their weights for Figure 3 (the final
+#: weights are added).
+EARLY_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One few-shot setting and what differs in it from the preset's common settings.
+
+    Attributes:
+        dataset, ways, shots: the setting (e.g. ``omniglot``, 20, 1).
+        run: :class:`meta.run.config.RunConfig` values for every run of this setting (e.g.
+            ``iterations``), over the preset's ``run``.
+        baselines: whether the body-training baselines of Table 5 are trained in this setting.
+    """
+
+    dataset: str
+    ways: int
+    shots: int
+    run: Mapping[str, Any] = field(default_factory=dict)
+    baselines: bool = True
+
+    @property
+    def label(self) -> str:
+        """``<dataset>_<ways>w<shots>s``, the setting part of run folder names."""
+        return f"{self.dataset}_{self.ways}w{self.shots}s"
+
+
+@dataclass(frozen=True)
+class ReproducePreset:
+    """Everything ``python -m meta reproduce --preset NAME`` runs.
+
+    Attributes:
+        name, description: what the preset is for and how long it takes.
+        settings: the few-shot settings studied.
+        seeds: seeds of the MAML and ANIL runs (two or more give Table 3 its MAML-MAML and
+            ANIL-ANIL reference).
+        baseline_seeds: seeds of the body-training baselines (Table 5).
+        run: :class:`meta.run.config.RunConfig` values common to every run (``None``: the paper
+            default of the setting).
+        baseline_run: values for the baselines only, over ``run`` (e.g. fewer iterations).
+        eval_tasks: fixed test tasks behind every accuracy of Tables 1, 2, 4 and 5.
+        snapshot_tasks: test tasks of each adaptation snapshot (Figure 2 similarity).
+        similarity_tasks: test tasks whose query sets feed the MAML-vs-ANIL comparison (Table 3).
+        early_fractions: fractions of training kept for Figure 3 (rounded to iterations).
+        early_eval_tasks: test tasks of Figure 3's freezing accuracies at each kept iteration
+            (its similarities use ``snapshot_tasks``).
+        measures: similarity measures (names of :data:`repsim.measures.MEASURES`).
+        device: torch device of training, evaluation and similarity.
+        notes: caveats a reader of the results must know (written to ``preset.json``).
+    """
+
+    name: str
+    description: str
+    settings: tuple[Setting, ...]
+    seeds: tuple[int, ...] = (0,)
+    baseline_seeds: tuple[int, ...] = (0,)
+    run: Mapping[str, Any] = field(default_factory=dict)
+    baseline_run: Mapping[str, Any] = field(default_factory=dict)
+    eval_tasks: int = 600
+    snapshot_tasks: int = 20
+    similarity_tasks: int = 20
+    early_fractions: tuple[float, ...] = EARLY_FRACTIONS
+    early_eval_tasks: int = 600
+    measures: tuple[str, ...] = ("cca", "cka")
+    device: str = "cpu"
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (tuples as lists, mappings as dicts)."""
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **changes: Any) -> ReproducePreset:
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# Logging and checkpointing common to every preset: a resumable checkpoint often enough that an
+# interruption loses little, validation on 100 fixed tasks a few times per run.
+_BOOKKEEPING = {"checkpoint_every": 100, "log_every": 10, "val_tasks": 100}
+
+QUICK = ReproducePreset(
+    name="quick",
+    description=(
+        "Built-in glyphs data set, 5-way 1-shot, one seed: the whole study in under 10 minutes on a"
+        " 2-core CPU (--jobs 2). Scaled down: 32 filters, 5 queries per class, meta-batch 8 and 1000"
+        " iterations per run, with the step counts of the paper's miniImageNet setting (5 inner steps at"
+        " training, 10 at test, here of 0.08) and a meta learning rate of 3e-3 so that MAML and ANIL both train"
+        " in that budget."
+    ),
+    settings=(Setting("glyphs", 5, 1),),
+    seeds=(0,),
+    baseline_seeds=(0,),
+    run={**_BOOKKEEPING, "filters": 32, "queries": 5, "meta_batch_size": 8, "iterations": 1000, "meta_lr": 3e-3,
+         "inner_steps": 5, "inner_lr": 0.08, "test_inner_steps": 10, "test_inner_lr": 0.08, "val_every": 500,
+         "val_tasks": 50},
+    eval_tasks=600,
+    snapshot_tasks=10,
+    similarity_tasks=10,
+    early_eval_tasks=200,
+    notes=(
+        "Scaled down for a 2-core CPU: 32 filters (paper: 64), 5 queries per class (paper: 15), meta-batch 8"
+        " (paper: 32), 1000 iterations (paper: 40000).",
+        "Inner loop 5 steps of 0.08 at training and 10 at test (the step counts of the paper's miniImageNet"
+        " setting; the learning rate is for the reference loss, summed over the support set and divided by"
+        " K, i.e. 0.4 on the mean cross-entropy) and meta learning rate 3e-3 (paper, Omniglot 5-way: 1 step"
+        " of 0.4 at training, 3 at test, 1e-3). Measured on glyphs with the paper's Omniglot 5-way inner loop"
+        " instead: MAML 85.5%, ANIL 79.3%, NIL 89.9% after 1000 iterations, ANIL's N(0, 1) head (as in MAML's"
+        " code) adapting too little in one step for ANIL and MAML to be compared.",
+        "Figure 3's freezing accuracies use 200 test tasks per checkpoint (Tables 1, 2, 4, 5: 600).",
+        "One seed: Table 3 has no MAML-MAML / ANIL-ANIL reference and std_seeds is empty.",
+    ),
+)
+
+OMNIGLOT = ReproducePreset(
+    name="omniglot",
+    description=(
+        "Real Omniglot (MAML protocol of meta.data.omniglot: 4400/400/1692 rotated-character classes),"
+        " 5-way and 20-way, 1-shot and 5-shot, the paper's network and inner loops, one seed, shortened"
+        " training: about 6 CPU-hours of training (per-iteration costs measured on a 2-core CPU) and 1-2 of"
+        " evaluation, so 4-5 hours with --jobs 2. Needs --data-root DIR with images_background.zip"
+        " and images_evaluation.zip."
+    ),
+    settings=(
+        Setting("omniglot", 5, 1, {"iterations": 4000}),
+        Setting("omniglot", 5, 5, {"iterations": 3000}, baselines=False),
+        Setting("omniglot", 20, 1, {"iterations": 2000, "meta_batch_size": 8}),
+        Setting("omniglot", 20, 5, {"iterations": 1500, "meta_batch_size": 8}, baselines=False),
+    ),
+    seeds=(0,),
+    baseline_seeds=(0,),
+    run={**_BOOKKEEPING, "val_every": 500},
+    eval_tasks=600,
+    snapshot_tasks=20,
+    similarity_tasks=20,
+    early_eval_tasks=300,
+    notes=(
+        "Training is shortened for one CPU machine (paper: 40000 iterations); 20-way settings use"
+        " meta-batch 8 (paper: 16).",
+        "Table 5's baselines are trained in the 1-shot settings only.",
+        "Figure 3's freezing accuracies use 300 test tasks per checkpoint (Tables 1, 2, 4, 5: 600).",
+        "One seed: Table 3 has no MAML-MAML / ANIL-ANIL reference and std_seeds is empty.",
+    ),
+)
+
+PAPER = ReproducePreset(
+    name="paper",
+    description=(
+        "The paper's settings on a GPU: Omniglot 5-way and 20-way and miniImageNet 5-way, 1-shot and"
+        " 5-shot, the paper's hyperparameters and iterations (MAML: 40000 on Omniglot, 60000 on"
+        " miniImageNet), 3 seeds, 600 test tasks. Days of GPU time; not meant for a CPU. Needs"
+        " --data-root omniglot=DIR and --data-root miniimagenet=DIR (or $OMNIGLOT_DIR, $MINIIMAGENET_DIR)."
+    ),
+    settings=(
+        Setting("omniglot", 5, 1, baselines=False),
+        Setting("omniglot", 5, 5, baselines=False),
+        Setting("omniglot", 20, 1, baselines=False),
+        Setting("omniglot", 20, 5, baselines=False),
+        Setting("miniimagenet", 5, 1),
+        Setting("miniimagenet", 5, 5),
+    ),
+    seeds=(0, 1, 2),
+    baseline_seeds=(0, 1, 2),
+    run={**_BOOKKEEPING, "checkpoint_every": 1000, "log_every": 100, "val_every": 2000, "path": "grouped"},
+    eval_tasks=600,
+    snapshot_tasks=50,
+    similarity_tasks=50,
+    early_eval_tasks=600,
+    device="cuda",
+    notes=(
+        "Table 5's baselines are trained on miniImageNet only, as in the paper.",
+        "Iterations, inner loops and meta-batch sizes are the paper's defaults (meta.run.paper_defaults.PAPER_DEFAULTS).",
+    ),
+)
+
+TINY = ReproducePreset(
+    name="tiny",
+    description="Smoke test of the pipeline on the synthetic data set: seconds on one core; the numbers mean nothing.",
+    settings=(Setting("synthetic", 3, 1),),
+    seeds=(0, 1),
+    baseline_seeds=(0,),
+    run={"filters": 4, "queries": 5, "meta_batch_size": 2, "iterations": 20, "inner_steps": 1, "inner_lr": 0.4,
+         "test_inner_steps": 2, "val_every": 10, "val_tasks": 4, "checkpoint_every": 10, "log_every": 5,
+         "batch_size": 32},
+    baseline_run={"iterations": 10},
+    eval_tasks=8,
+    snapshot_tasks=3,
+    similarity_tasks=3,
+    early_fractions=(0.25, 0.5),
+    early_eval_tasks=6,
+    notes=("Synthetic data and a 4-filter network: for testing the pipeline only.",),
+)
+
+PRESETS: dict[str, ReproducePreset] = {p.name: p for p in (QUICK, OMNIGLOT, PAPER, TINY)}
+
+
+def get_preset(name: str) -> ReproducePreset:
+    """The preset called ``name`` (ValueError naming the known presets otherwise)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]

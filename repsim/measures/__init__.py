@@ -1,0 +1,43 @@
+"""The measures: pure math on two representations of the same datapoints, one family per module.
+
+- :mod:`~repsim.measures.canonical`: CCA coefficients, mean CCA, SVCCA, PWCCA;
+- :mod:`~repsim.measures.cka`: linear, debiased, kernel (RBF) and minibatch CKA;
+- :mod:`~repsim.measures.procrustes`: orthogonal Procrustes distance;
+- :mod:`~repsim.measures.rsa`: representational similarity analysis;
+- :mod:`~repsim.measures.streaming`: exact, mergeable accumulators for CKA and the CCA family;
+- :mod:`~repsim.measures.inputs`: conversion, convolutional policies and validation shared by all;
+- :mod:`~repsim.measures.result`: :class:`Similarity`, the float every measure returns;
+- :mod:`~repsim.measures.registry`: the measures by name (``--measures cca,cka``).
+
+Imports: nothing of ``repsim`` outside this package (no capture, no files, no plots).
+"""
+
+from repsim.measures.canonical import CCAResult, cca, mean_cca, pwcca, svcca
+from repsim.measures.cka import kernel_cka, linear_cka, minibatch_cka
+from repsim.measures.inputs import CONV_POLICIES
+from repsim.measures.procrustes import procrustes
+from repsim.measures.registry import MEASURES, debiased_cka, get_measure
+from repsim.measures.result import Similarity
+from repsim.measures.rsa import rsa
+from repsim.measures.streaming import MomentAccumulator, StreamingCCA, StreamingCKA
+
+__all__ = [
+    "CCAResult",
+    "CONV_POLICIES",
+    "MEASURES",
+    "MomentAccumulator",
+    "Similarity",
+    "StreamingCCA",
+    "StreamingCKA",
+    "cca",
+    "debiased_cka",
+    "get_measure",
+    "kernel_cka",
+    "linear_cka",
+    "mean_cca",
+    "minibatch_cka",
+    "procrustes",
+    "pwcca",
+    "rsa",
+    "svcca",
+]

@@ -1,0 +1,469 @@
+"""Canonical correlation analysis of representations: CCA coefficients, mean CCA, SVCCA, PWCCA.
+
+For two representations of the same ``n`` datapoints, ``X`` ``(n, dx)`` and ``Y`` ``(n, dy)``,
+column-centred to ``Xc``, ``Yc``, the canonical correlations ``rho_1 >= rho_2 >= ... >= 0`` are
+the cosines of the principal angles between the column spaces of ``Xc`` and ``Yc``: with ``Qx``
+``(n, rank_x)`` and ``Qy`` ``(n, rank_y)`` orthonormal bases of those spaces, they are the
+singular values of ``Qx' Qy`` (Hotelling 1936; Bjorck & Golub 1973). There are
+``min(rank_x, rank_y)`` of them; they are invariant to invertible linear maps of either side and
+to translation.
+
+**How they are computed** (never by inverting covariance matrices). Each centred side is
+factorised by Householder QR, ``Xc = Q R`` (``R`` upper triangular, ``Q`` never formed). Its
+numerical rank is the number of singular values of ``R`` (those of ``Xc``) above
+``rtol * s_max`` with ``rtol = max(n, d) * eps`` by default (numpy's ``matrix_rank`` rule, ``eps`` the
+larger of the computing dtype's and the input's own: float32 data is rank-deficient only to ~1e-7).
+When ``R`` is square and ``||R||_F ||R^-1||_F < 1 / (2 rtol)`` every singular value is
+certified above the tolerance (``s_min >= 1/||R^-1||_F``, ``s_max <= ||R||_F``) and the basis is
+``Qx = Xc R^-1``; otherwise ``R = U S V'`` and the basis of the kept directions is
+``Qx = Xc V_k S_k^-1``. One side's basis is formed explicitly (``Qx' = R^-T Xc'`` by a
+triangular solve, or ``(Xc V_k S_k^-1)'``) and ``Qx' Qy = (Qx' Yc) W_y`` with ``W_y`` the other
+side's ``R^-1`` (or ``V_k S_k^-1``). In float64 this is as accurate as the textbook
+explicit-``Q`` path: the absolute error of the coefficients is of order ``eps (cond_x + cond_y)``
+(``cond``: condition number of the kept part of a side), about ``1e-11`` at ``cond = 1e6``
+(measured against a 60-digit reference; the cheaper ``R_x^-T (Xc'Yc) R_y^-1`` form errs by
+``eps cond_x cond_y``, ``1e-8`` there, and covariance whitening by ``eps cond^2``, ``1e-4``).
+Values above 1 can only come from that rounding: values in ``(1, 1 + bound]``, with
+``bound = max(n, d) eps (cond_x + cond_y)``, are set to 1, and nothing else is changed (a
+larger excess raises ``FloatingPointError``).
+
+**When CCA is trivial.** After centring, ``n`` datapoints span at most ``n - 1`` dimensions, so
+if either side has rank ``>= n - 1`` its span contains the other's and every coefficient is 1
+whatever the data. :func:`cca`, :func:`mean_cca` and :func:`pwcca` raise ``ValueError`` then
+(use :func:`svcca`, which keeps fewer directions, or more datapoints); :func:`svcca` raises only
+if the *kept* dimensions reach ``n - 1``.
+
+References: Raghu, Gilmer, Yosinski & Sohl-Dickstein, "SVCCA", NeurIPS 2017; Morcos, Raghu &
+Bengio, "Insights on representational similarity in neural networks with canonical
+correlation", NeurIPS 2018; Raghu, Raghu, Bengio & Vinyals, ICLR 2020 (CCA on conv layers with
+channels as neurons, ``conv="channels"``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from repsim.measures.inputs import as_pair, centre, source_eps
+from repsim.measures.result import Similarity
+
+#: Fewest datapoints for which CCA is not trivially 1 (a side needs rank < n - 1 and rank >= 1).
+CCA_MIN_N = 3
+
+
+@dataclass(frozen=True, eq=False)
+class CCAResult:
+    """Canonical correlations of two representations.
+
+    Attributes:
+        coefficients: ``(min(rank_x, rank_y),)`` numpy float64 canonical correlations, descending,
+            in ``[0, 1]`` (read-only).
+        rank_x, rank_y: numerical ranks of the centred ``X`` and ``Y`` (see :func:`cca`).
+        n: number of datapoints (after the ``conv`` policy).
+        conv: the policy applied to 4-D inputs (``None`` for 2-D inputs).
+
+    ``float(result)`` is the mean CCA, ``coefficients.mean()`` (the similarity of Raghu et al.
+    2017 without the SVD step).
+    """
+
+    coefficients: np.ndarray
+    rank_x: int
+    rank_y: int
+    n: int
+    conv: str | None = None
+
+    def __float__(self) -> float:
+        return float(self.coefficients.mean())
+
+
+@dataclass(frozen=True)
+class SideBasis:
+    """The kept directions of one centred side ``C`` ``(n, d)``, in factored form.
+
+    ``Q = C @ w`` ``(n, k)`` is an orthonormal basis of the kept directions and ``f = Q' C``
+    ``(k, d)``. ``rank`` is the numerical rank of ``C`` (``k <= rank``); ``rounding`` bounds the
+    loss of orthonormality of the computed ``Q``. ``triangular``: ``f`` is the upper triangular
+    ``R`` of ``C = QR`` and ``w = R^-1``.
+    """
+
+    w: torch.Tensor
+    f: torch.Tensor
+    rank: int
+    rounding: float
+    triangular: bool = False
+
+    @property
+    def dims(self) -> int:
+        return self.w.shape[1]
+
+    def basis_t(self, c: torch.Tensor) -> torch.Tensor:
+        """``Q'`` ``(k, n)`` for the side's centred data ``c`` ``(n, d)``: ``R^-T C'`` by a
+        triangular solve (cheaper than the product with ``w``), else ``(C w)'``."""
+        if self.triangular:
+            return torch.linalg.solve_triangular(self.f.T, c.T, upper=False)
+        return (c @ self.w).T
+
+
+class _Problem(Protocol):
+    """Where the two sides come from: centred data in memory, or streamed co-moments."""
+
+    n: int
+
+    def side(self, which: int, rtol: float | None, keep: float | int | None) -> SideBasis:
+        """Side 0 (X) or 1 (Y) with ``keep`` (``None``: every direction above the tolerance)."""
+
+    def cross(self, side_x: SideBasis, side_y: SideBasis) -> torch.Tensor:
+        """``Qx' Qy`` ``(kx, ky)`` for the bases of two sides."""
+
+
+def default_rtol(n: int, d: int, dtype: torch.dtype, source_eps: float = 0.0) -> float:
+    """Rank tolerance relative to the largest singular value: ``max(n, d) * eps`` (numpy's),
+    with ``eps`` the larger of the computing dtype's and ``source_eps``, the rounding unit of the
+    data as given (float32 activations are only linear-dependent to ~1e-7, and that noise must
+    not count as signal when they are upcast to float64)."""
+    return max(n, d) * max(torch.finfo(dtype).eps, source_eps)
+
+
+def svcca_dims(singular_values: torch.Tensor, keep: float | int) -> int:
+    """How many leading directions SVCCA keeps, given the kept-rank singular values (descending).
+
+    ``keep`` a float in ``(0, 1]``: the fewest leading directions whose explained variance
+    ``sum_{i<k} s_i^2`` is ``>= keep * sum_i s_i^2`` (Raghu et al. 2017: "99% of the variance").
+    ``keep`` an int ``>= 1``: that many directions, at most the rank.
+    """
+    rank = singular_values.shape[0]
+    if isinstance(keep, (int, np.integer)):
+        return min(int(keep), rank)
+    energy = torch.cumsum(singular_values.square(), 0)
+    short = int((energy < keep * energy[-1]).sum())  # leading prefixes below the target
+    return min(short + 1, rank)
+
+
+def check_keep(keep: Any) -> float | int:
+    """Validate SVCCA's ``keep``: an int ``>= 1`` (dimensions) or a float in ``(0, 1]`` (variance)."""
+    if isinstance(keep, bool) or not isinstance(keep, (int, float, np.integer, np.floating)):
+        raise ValueError(f"keep must be an int (dimensions) or a float in (0, 1] (variance); got {keep!r}")
+    if isinstance(keep, (int, np.integer)):
+        if keep < 1:
+            raise ValueError(f"keep as a number of dimensions must be >= 1; got {keep}")
+        return int(keep)
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep as a fraction of variance must be in (0, 1]; got {keep}")
+    return float(keep)
+
+
+def side_from_spectrum(
+    s: torch.Tensor, vh: torch.Tensor, rtol: float, keep: float | int | None, rounding_unit: float, power: int
+) -> SideBasis:
+    """A side from the singular values ``s`` (descending) and right vectors ``vh`` of its data.
+
+    Rank = number of ``s_i > rtol * s_0``; kept ``k`` = rank (``keep=None``) or
+    :func:`svcca_dims`; ``w = V_k / s_k``, ``f = s_k V_k'``; ``rounding = rounding_unit *
+    cond^power`` with ``cond = s_0 / s_{k-1}``.
+    """
+    rank = int((s > rtol * s[0]).sum())
+    k = rank if keep is None else svcca_dims(s[:rank], keep)
+    s_k, v_k = s[:k], vh[:k]
+    cond = float(s[0] / s_k[-1])
+    rounding = rounding_unit * cond**power
+    return SideBasis(w=v_k.T / s_k, f=s_k[:, None] * v_k, rank=rank, rounding=rounding)
+
+
+def _certified_full_rank(r: torch.Tensor, rtol: float, rounding_unit: float) -> SideBasis | None:
+    """The side ``w = R^-1``, ``f = R`` if every singular value of square ``R`` is certainly above
+    ``rtol * s_max`` (``||R||_F ||R^-1||_F < 1/(2 rtol)``), else ``None``."""
+    eye = torch.eye(r.shape[0], dtype=r.dtype, device=r.device)
+    w = torch.linalg.solve_triangular(r, eye, upper=True)
+    cond = float(torch.linalg.matrix_norm(w) * torch.linalg.matrix_norm(r))
+    if not 2 * rtol * cond < 1:  # also catches inf / nan from an exactly singular R
+        return None
+    return SideBasis(w=w, f=r, rank=r.shape[0], rounding=rounding_unit * cond, triangular=True)
+
+
+@dataclass
+class _DataProblem:
+    """Both centred sides in memory: ``cx`` ``(n, dx)``, ``cy`` ``(n, dy)``, and the rounding
+    unit of each side's data as it was given (see :func:`default_rtol`)."""
+
+    cx: torch.Tensor
+    cy: torch.Tensor
+    source_eps: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def n(self) -> int:
+        return self.cx.shape[0]
+
+    def side(self, which: int, rtol: float | None, keep: float | int | None) -> SideBasis:
+        c = (self.cx, self.cy)[which]
+        n, d = c.shape
+        rtol = default_rtol(n, d, c.dtype, self.source_eps[which]) if rtol is None else rtol
+        unit = max(n, d) * torch.finfo(c.dtype).eps
+        r = torch.linalg.qr(c, mode="r").R
+        if keep is None and r.shape[0] == d:
+            side = _certified_full_rank(r, rtol, unit)
+            if side is not None:
+                return side
+        _, s, vh = torch.linalg.svd(r, full_matrices=False)
+        return side_from_spectrum(s, vh, rtol, keep, unit, power=1)
+
+    def cross(self, side_x: SideBasis, side_y: SideBasis) -> torch.Tensor:
+        """``Qx'Qy``, forming the basis of the side with fewer kept directions (the cheaper one):
+        ``(Qx' Yc) W_y`` or ``((Qy' Xc) W_x)'``; either way the error is ``O(eps cond)``."""
+        if side_x.dims <= side_y.dims:
+            return (side_x.basis_t(self.cx) @ self.cy) @ side_y.w
+        return ((side_y.basis_t(self.cy) @ self.cx) @ side_x.w).T
+
+
+def _data_problem(X: Any, Y: Any, conv: str | None, dtype: torch.dtype, measure: str) -> _DataProblem:
+    """Validate ``X``, ``Y`` (at least :data:`CCA_MIN_N` datapoints) and centre them."""
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype; got {dtype}")
+    x, y = as_pair(X, Y, conv=conv, dtype=dtype, min_n=CCA_MIN_N, measure=measure)
+    return _DataProblem(centre(x, name="X"), centre(y, name="Y"), (source_eps(X), source_eps(Y)))
+
+
+def _check_not_trivial(dims_x: int, dims_y: int, n: int, *, what: str = "rank") -> None:
+    """Raise when a side spans all ``n - 1`` centred dimensions (every coefficient would be 1)."""
+    if max(dims_x, dims_y) >= n - 1:
+        raise ValueError(
+            f"CCA is trivially 1 here: {what}_x={dims_x}, {what}_y={dims_y} but n={n} centred"
+            f" datapoints span at most n - 1 = {n - 1} dimensions, and a side of {what} >= n - 1"
+            " contains the other. Use svcca (keeps fewer directions) or more datapoints"
+        )
+
+
+def _correlations(
+    problem: _Problem, side_x: SideBasis, side_y: SideBasis, *, vectors: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Canonical correlations (descending) of two sides, and with ``vectors`` the singular
+    vectors ``P`` ``(kx, k)`` and ``Qh`` ``(k, ky)`` of ``Qx'Qy = P diag(rho) Qh``."""
+    m = problem.cross(side_x, side_y)
+    if vectors:
+        p, rho, qh = torch.linalg.svd(m, full_matrices=False)
+    else:
+        p, rho, qh = None, torch.linalg.svdvals(m), None
+    return _clip_rounding(rho, side_x.rounding + side_y.rounding), p, qh
+
+
+def _clip_rounding(rho: torch.Tensor, bound: float) -> torch.Tensor:
+    """Set coefficients in ``(1, 1 + bound]`` (rounding of the bases) to 1; more is a failure."""
+    excess = float(rho.max()) - 1
+    if excess > bound:
+        raise FloatingPointError(
+            f"a canonical correlation came out as 1 + {excess:.3g}, beyond the rounding bound"
+            f" {bound:.3g}: the computation failed"
+        )
+    return rho.clamp(max=1.0)
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    out = t.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
+    out.setflags(write=False)
+    return out
+
+
+def check_rtol(rtol: float | None) -> None:
+    """``rtol`` must be ``None`` (the default tolerance) or a number in ``[0, 1)``."""
+    if rtol is None:
+        return
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 <= rtol < 1:
+        raise ValueError(f"rtol must be None or a number in [0, 1); got {rtol!r}")
+
+
+def cca_of(problem: _Problem, *, rtol: float | None = None, conv: str | None = None) -> CCAResult:
+    """:func:`cca` of a prepared problem (in-memory data or streamed moments)."""
+    check_rtol(rtol)
+    side_x, side_y = problem.side(0, rtol, None), problem.side(1, rtol, None)
+    _check_not_trivial(side_x.rank, side_y.rank, problem.n)
+    rho, _, _ = _correlations(problem, side_x, side_y, vectors=False)
+    return CCAResult(_to_numpy(rho), rank_x=side_x.rank, rank_y=side_y.rank, n=problem.n, conv=conv)
+
+
+def mean_cca_of(
+    problem: _Problem, *, rtol: float | None = None, conv: str | None = None, **extra: Any
+) -> Similarity:
+    """:func:`mean_cca` of a prepared problem."""
+    result = cca_of(problem, rtol=rtol, conv=conv)
+    return Similarity(
+        float(result), measure="mean_cca", conv=conv, rank_x=result.rank_x, rank_y=result.rank_y,
+        n=result.n, **extra,
+    )
+
+
+def svcca_of(
+    problem: _Problem,
+    keep: float | int = 0.99,
+    *,
+    rtol: float | None = None,
+    conv: str | None = None,
+    **extra: Any,
+) -> Similarity:
+    """:func:`svcca` of a prepared problem."""
+    keep = check_keep(keep)
+    check_rtol(rtol)
+    side_x, side_y = problem.side(0, rtol, keep), problem.side(1, rtol, keep)
+    _check_not_trivial(side_x.dims, side_y.dims, problem.n, what="kept dims")
+    rho, _, _ = _correlations(problem, side_x, side_y, vectors=False)
+    return Similarity(
+        float(rho.mean()), measure="svcca", conv=conv, keep=keep, dims_x=side_x.dims,
+        dims_y=side_y.dims, rank_x=side_x.rank, rank_y=side_y.rank, n=problem.n, **extra,
+    )
+
+
+def projection_weights(vectors: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Morcos et al.'s weights ``alpha_i = sum_j |<h_i, x_j>|``, normalised to sum 1.
+
+    ``vectors`` ``(kx, k)`` are the canonical directions in the side's orthonormal basis ``Q``
+    (so ``H = Q vectors`` are unit-norm canonical variates) and ``f = Q' Xc`` ``(kx, dx)``, so
+    ``H' Xc = vectors' f`` ``(k, dx)`` holds every ``<h_i, x_j>`` without any ``n``-sized product.
+    """
+    alpha = (vectors.T @ f).abs().sum(dim=1)
+    return alpha / alpha.sum()
+
+
+def pwcca_of(
+    problem: _Problem,
+    *,
+    symmetric: bool = False,
+    rtol: float | None = None,
+    conv: str | None = None,
+    **extra: Any,
+) -> Similarity:
+    """:func:`pwcca` of a prepared problem."""
+    check_rtol(rtol)
+    side_x, side_y = problem.side(0, rtol, None), problem.side(1, rtol, None)
+    _check_not_trivial(side_x.rank, side_y.rank, problem.n)
+    rho, p, qh = _correlations(problem, side_x, side_y, vectors=True)
+    from_x = float(projection_weights(p, side_x.f) @ rho)
+    details: dict[str, Any] = {"weights_from": "X"}
+    value = from_x
+    if symmetric:
+        from_y = float(projection_weights(qh.T, side_y.f) @ rho)
+        value = 0.5 * (from_x + from_y)
+        details = {"weights_from": "mean of X and Y", "pwcca_x": from_x, "pwcca_y": from_y}
+    return Similarity(
+        value, measure="pwcca", conv=conv, symmetric=symmetric, rank_x=side_x.rank,
+        rank_y=side_y.rank, n=problem.n, **details, **extra,
+    )
+
+
+def cca(
+    X: Any, Y: Any, *, conv: str | None = None, dtype: torch.dtype = torch.float64, rtol: float | None = None
+) -> CCAResult:
+    """Canonical correlations of two representations of the same datapoints.
+
+    Centres ``X`` ``(n, dx)`` and ``Y`` ``(n, dy)`` (after the cast to ``dtype``) and returns the
+    singular values of ``Qx'Qy`` for orthonormal bases of the two column spaces, computed by
+    Householder QR and a rank-revealing SVD of the small triangular factor (see the module
+    docstring for the algorithm and its accuracy).
+
+    Args:
+        X, Y: arrays or tensors ``(n, dx)``, ``(n, dy)`` (CPU or CUDA), or ``(N, C, H, W)`` with
+            ``conv``.
+        conv: policy for 4-D inputs, one of :data:`repsim.CONV_POLICIES`.
+        dtype: computation dtype (float64 by default; float32 inputs are upcast).
+        rtol: rank tolerance: singular values ``<= rtol * s_max`` of a centred side count as 0.
+            Default ``max(n, d) * eps`` (numpy's ``matrix_rank``), with ``eps`` the larger of
+            ``dtype``'s and the input's own: float32 activations are exact only to float32
+            rounding, so a linear relation between their neurons survives as a direction of
+            relative size ~``1e-7``, which the float32 ``eps`` treats as null.
+
+    Returns:
+        :class:`CCAResult` with ``min(rank_x, rank_y)`` coefficients; ``float(result)`` is the
+        mean CCA.
+
+    Raises:
+        ValueError: bad input (NaN/inf, mismatched ``n``, fewer than 3 datapoints, 1-D, empty,
+            constant, 4-D without ``conv``), or a side of rank ``>= n - 1`` (CCA would be all
+            ones: use :func:`svcca` or more datapoints).
+    """
+    return cca_of(_data_problem(X, Y, conv, dtype, "CCA"), rtol=rtol, conv=conv)
+
+
+def mean_cca(
+    X: Any, Y: Any, *, conv: str | None = None, dtype: torch.dtype = torch.float64, rtol: float | None = None
+) -> Similarity:
+    """Mean canonical correlation ``(1/k) sum_i rho_i`` over all ``k = min(rank_x, rank_y)``
+    coefficients of :func:`cca` (same arguments and errors).
+
+    Returns:
+        :class:`repsim.Similarity` named ``"mean_cca"`` with details ``rank_x``, ``rank_y``, ``n``.
+    """
+    return mean_cca_of(_data_problem(X, Y, conv, dtype, "CCA"), rtol=rtol, conv=conv)
+
+
+def svcca(
+    X: Any,
+    Y: Any,
+    keep: float | int = 0.99,
+    *,
+    conv: str | None = None,
+    dtype: torch.dtype = torch.float64,
+    rtol: float | None = None,
+) -> Similarity:
+    """SVCCA (Raghu et al. 2017): mean CCA of the leading singular directions of each side.
+
+    Each centred side ``C = U S V'`` is reduced to its ``k`` leading directions ``U_k S_k`` and
+    the mean CCA of the two reduced sides is returned. Conventions differ between libraries
+    (some fix the number of directions, some a fraction of the variance, some a fraction of the
+    *sum of singular values*); here:
+
+    - ``keep`` a float in ``(0, 1]`` (default ``0.99``): per side, the fewest leading directions
+      whose explained variance reaches the fraction: the smallest ``k`` with
+      ``sum_{i<k} s_i^2 >= keep * sum_i s_i^2`` (singular values of the centred data, over the
+      directions above the rank tolerance ``rtol``); ``keep=1.0`` keeps the full rank.
+    - ``keep`` an int: that many leading directions per side (at most the side's rank).
+
+    Raises ``ValueError`` for a bad ``keep``, for the input errors of :func:`cca`, and when a
+    side keeps ``>= n - 1`` directions (trivially 1).
+
+    Returns:
+        :class:`repsim.Similarity` named ``"svcca"`` with details ``keep``, ``dims_x``,
+        ``dims_y`` (directions kept), ``rank_x``, ``rank_y``, ``n``.
+    """
+    return svcca_of(_data_problem(X, Y, conv, dtype, "SVCCA"), keep, rtol=rtol, conv=conv)
+
+
+def pwcca(
+    X: Any,
+    Y: Any,
+    *,
+    symmetric: bool = False,
+    conv: str | None = None,
+    dtype: torch.dtype = torch.float64,
+    rtol: float | None = None,
+) -> Similarity:
+    """Projection-weighted CCA (Morcos, Raghu & Bengio 2018, eq. in section 2.3)::
+
+        PWCCA = sum_i alpha_i rho_i,   alpha_i = a_i / sum_k a_k,   a_i = sum_j |<h_i, x_j>|
+
+    with ``rho_i`` the coefficients of :func:`cca`, ``h_i`` the ``i``-th canonical variate of
+    ``X`` (the centred ``X`` projected on its ``i``-th canonical direction, scaled to a unit-norm
+    ``n``-vector; the ``h_i`` are orthonormal) and ``x_j`` the ``j``-th centred neuron (column)
+    of ``X``. **The weights come from X, the first argument**, so ``pwcca(X, Y) != pwcca(Y, X)``
+    in general; ``symmetric=True`` returns the mean of the two. Sums run over the
+    ``min(rank_x, rank_y)`` canonical pairs.
+
+    Conventions against Morcos et al.'s reference code (google/svcca ``pwcca.compute_pwcca``),
+    chosen so that PWCCA keeps CCA's invariance to translation: we use centred neurons ``x_j``
+    and the exact unit-norm canonical variates. The reference code (a) takes the variates of
+    whichever side has fewer neurons (the first argument when they tie, ours always X), (b)
+    forms them from the whitened-space directions without the ``Sigma_xx^-1/2`` factor, adds the
+    neuron means back and re-orthonormalises them by QR, and (c) projects uncentred
+    activations; so its values differ from the paper's formula (discussed in google/svcca PR 9
+    and moskomule/anatome issues 27 and 30).
+
+    Ties: canonical variates of equal coefficients are defined only up to a rotation within
+    their group, and ``sum_j |<h_i, x_j>|`` is not rotation invariant, so with exactly tied
+    coefficients (e.g. several equal to 1 when the two spans share dimensions) the weights, and
+    PWCCA, depend on the basis the SVD returns; in-memory and streaming PWCCA can then differ by
+    more than rounding. Untied coefficients give a unique value.
+
+    Returns:
+        :class:`repsim.Similarity` named ``"pwcca"`` with details ``symmetric``, ``rank_x``,
+        ``rank_y``, ``n``, ``weights_from`` (and ``pwcca_x``, ``pwcca_y`` when symmetric).
+        Errors as :func:`cca`.
+    """
+    return pwcca_of(_data_problem(X, Y, conv, dtype, "PWCCA"), symmetric=symmetric, rtol=rtol, conv=conv)

@@ -1,0 +1,364 @@
+"""Safe loading of weights and inputs, and models named by a factory spec.
+
+Loading never executes code from a file:
+
+- ``.safetensors`` files (recognised by their header, whatever their name) are read with
+  :func:`safetensors.torch.load_file`;
+- anything else is read with ``torch.load(path, weights_only=True, map_location="cpu")``, whose
+  unpickler only rebuilds tensors and plain containers. A file that would need any other object
+  (a pickle with a ``__reduce__`` payload, a pickled ``nn.Module``) is refused with
+  :class:`UnsafeCheckpointError` before anything in it runs.
+
+A checkpoint may be a plain ``state_dict`` (a mapping of names to tensors) or a dict holding one
+under the key ``"state_dict"`` or ``"model"`` (looked for in that order; the lightning and
+common training-script layouts). Key prefixes such as ``module.`` (``DataParallel``,
+``DistributedDataParallel``, learn2learn wrappers) are stripped or remapped by
+:func:`remap_keys`; after that the keys must equal the model's, else
+:class:`CheckpointKeyError` lists the missing and unexpected ones.
+
+A model is named by a factory spec ``"package.module:callable"`` (the callable may be a dotted
+attribute path, ``"package.module:Class.build"``) plus keyword arguments; see docs/formats.md.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import pickle
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+from repsim.io import atomic_write_bytes
+
+#: Keys under which a checkpoint dict may hold its state_dict, in the order they are tried.
+STATE_DICT_KEYS = ("state_dict", "model")
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that could only be loaded by running code from it; it was not loaded."""
+
+
+class CheckpointKeyError(ValueError):
+    """The (remapped) checkpoint keys differ from the model's ``state_dict`` keys.
+
+    Attributes:
+        missing: keys the model has and the checkpoint lacks.
+        unexpected: keys the checkpoint has and the model lacks.
+    """
+
+    def __init__(self, message: str, *, missing: list[str], unexpected: list[str]):
+        super().__init__(message)
+        self.missing = missing
+        self.unexpected = unexpected
+
+
+class ModelSpecError(ValueError):
+    """A factory spec that does not name a callable returning an ``nn.Module``."""
+
+
+# --------------------------------------------------------------------------- model specs
+
+
+def _import_factory(spec: str) -> Any:
+    """Return the object named by ``"package.module:attr.path"``; ModelSpecError otherwise."""
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ModelSpecError(
+            f"model spec {spec!r} must be 'package.module:callable' (one colon), e.g."
+            " 'meta.core.models:conv4'"
+        )
+    module_name, attr_path = spec.split(":")
+    if not module_name or not attr_path:
+        raise ModelSpecError(f"model spec {spec!r} has an empty module or callable name")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise ModelSpecError(
+            f"model spec {spec!r}: cannot import module {module_name!r} ({err}); is it on"
+            " PYTHONPATH?"
+        ) from None
+    for part in attr_path.split("."):
+        if not hasattr(obj, part):
+            public = sorted(n for n in dir(obj) if not n.startswith("_"))
+            raise ModelSpecError(
+                f"model spec {spec!r}: {getattr(obj, '__name__', module_name)!r} has no"
+                f" attribute {part!r}; it has: {', '.join(public[:60])}"
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ModelSpecError(
+            f"model spec {spec!r}: {attr_path!r} is a {type(obj).__name__}, not callable"
+        )
+    return obj
+
+
+def build_model(factory: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """Build a model from a factory spec: ``import package.module; package.module.callable(**kwargs)``.
+
+    Args:
+        factory: ``"package.module:callable"``; the callable may be a dotted path.
+        kwargs: keyword arguments for the callable (JSON-like values), ``None`` for none.
+
+    Raises:
+        ModelSpecError: missing colon, module not importable, attribute missing, not callable,
+            wrong keyword arguments, or a return value that is not an ``nn.Module``.
+    """
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, Mapping):
+        raise ModelSpecError(f"model kwargs must be a JSON object (dict); got {type(kwargs).__name__}")
+    fn = _import_factory(factory)
+    try:
+        model = fn(**kwargs)
+    except TypeError as err:
+        raise ModelSpecError(f"model spec {factory!r} rejected kwargs {dict(kwargs)!r}: {err}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelSpecError(
+            f"model spec {factory!r} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
+
+
+def parse_json_object(text: str | None, what: str = "model kwargs") -> dict[str, Any]:
+    """Parse JSON text that must be an object (``None`` or empty text gives ``{}``); a
+    :class:`ModelSpecError` names ``what`` otherwise (``--model-kwargs`` and the like)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ModelSpecError(f"{what} are not valid JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ModelSpecError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def is_safetensors_file(path: str | Path) -> bool:
+    """True when ``path`` starts like a safetensors file: an 8-byte little-endian header size
+    ``h`` followed by a JSON object of ``h`` bytes that fits in the file."""
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return 0 < header_len <= size - 8 and head[8:9] == b"{"
+
+
+def _refusal_reason(message: str) -> str:
+    """The gist of torch's weights-only refusal: the global it would import, or the first line
+    after ``WeightsUnpickler error:``."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+) was not", message)
+    if found:
+        return f"it needs {found.group(1)}"
+    detail = message.split("WeightsUnpickler error:")[-1]
+    lines = [line.strip() for line in detail.splitlines() if line.strip()]
+    return lines[0][:200] if lines else "unsupported content"
+
+
+def _torch_load_safely(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` of an open file (so torch does not dispatch on the
+    file name); refusals become UnsafeCheckpointError."""
+    try:
+        with path.open("rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = _refusal_reason(str(err))
+        raise UnsafeCheckpointError(
+            f"refusing to load {str(path)!r}: it holds objects other than tensors and plain"
+            f" containers, and loading it would run code from the file ({reason}). Convert it to"
+            " a plain state_dict (safetensors) in a trusted environment."
+        ) from None
+    except (RuntimeError, KeyError, EOFError, OSError) as err:
+        raise ValueError(
+            f"{str(path)!r} is neither a safetensors file nor a torch.save file ({type(err).__name__}:"
+            f" {err})"
+        ) from None
+
+
+def read_tensor_file(path: str | Path) -> Any:
+    """Read a ``.safetensors`` file (dict of tensors) or a ``torch.save`` file (any weights-only
+    object) without executing code. Raises UnsafeCheckpointError or ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    if is_safetensors_file(path):
+        try:
+            return safetensors.torch.load_file(str(path), device="cpu")
+        except safetensors.SafetensorError as err:
+            raise ValueError(f"{str(path)!r} is a damaged safetensors file: {err}") from None
+    return _torch_load_safely(path)
+
+
+def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Return the state_dict in ``obj``: ``obj`` itself, or ``obj[k]`` for k in STATE_DICT_KEYS."""
+    if not isinstance(obj, Mapping):
+        raise ValueError(
+            f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict (a dict of tensors)"
+        )
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj)
+    for key in STATE_DICT_KEYS:
+        if isinstance(obj.get(key), Mapping):
+            return _find_state_dict(obj[key], path)
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    raise ValueError(
+        f"{str(path)!r} is not a plain state_dict: entries {bad[:10]} are not tensors, and it has"
+        f" no {' or '.join(repr(k) for k in STATE_DICT_KEYS)} key holding one"
+    )
+
+
+def remap_keys(
+    state: Mapping[str, torch.Tensor],
+    *,
+    strip_prefixes: Iterable[str] = (),
+    rename: Mapping[str, str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Rename state_dict keys: strip prefixes, then replace leading ``OLD`` by ``NEW``.
+
+    Each key loses every prefix of ``strip_prefixes`` it starts with, tried in order (so
+    ``("module.",)`` turns ``module.conv1.weight`` into ``conv1.weight`` and leaves other keys
+    alone). Then, for the first ``OLD`` in ``rename`` that the key starts with, that prefix
+    becomes ``NEW`` (``{"features.": "body."}``). Two keys that end up equal raise ValueError.
+    """
+    rename = dict(rename or {})
+    prefixes = [p for p in strip_prefixes if p]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = key
+        for prefix in prefixes:
+            if new.startswith(prefix):
+                new = new[len(prefix):]
+        for old, replacement in rename.items():
+            if new.startswith(old):
+                new = replacement + new[len(old):]
+                break
+        if new in out:
+            raise ValueError(f"after remapping, two checkpoint keys both become {new!r}")
+        out[new] = value
+    return out
+
+
+def parse_rename(items: Iterable[str]) -> dict[str, str]:
+    """Parse ``OLD=NEW`` strings (``--rename``) into an ordered dict of prefix replacements."""
+    out: dict[str, str] = {}
+    for item in items:
+        old, sep, new = item.partition("=")
+        if not sep or not old:
+            raise ValueError(f"--rename expects OLD=NEW with a non-empty OLD prefix; got {item!r}")
+        out[old] = new
+    return out
+
+
+def load_state_dict(
+    path: str | Path,
+    *,
+    strip_prefixes: Iterable[str] = (),
+    rename: Mapping[str, str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Load the state_dict in a checkpoint file (see the module docstring) and remap its keys.
+
+    Returns a dict of CPU tensors. Raises UnsafeCheckpointError for files that would run code,
+    ValueError for anything else that is not a state_dict.
+    """
+    path = Path(path)
+    state = _find_state_dict(read_tensor_file(path), path)
+    return remap_keys(state, strip_prefixes=strip_prefixes, rename=rename)
+
+
+def _preview(keys: list[str], most: int = 20) -> str:
+    """``keys`` as a list literal, cut after ``most`` entries."""
+    more = f" ... and {len(keys) - most} more" if len(keys) > most else ""
+    return f"{keys[:most]}{more}"
+
+
+def _prefix_hint(missing: list[str], unexpected: list[str]) -> str:
+    """Advice for mismatched keys: the exact ``--strip-prefix P`` when the unexpected keys are
+    exactly the missing keys with ``P`` in front, else the general remedy."""
+    if missing and len(missing) == len(unexpected):
+        first, wanted = unexpected[0], set(unexpected)
+        for m in missing:
+            prefix = first[: len(first) - len(m)]
+            if first.endswith(m) and prefix and {prefix + k for k in missing} == wanted:
+                return f"The checkpoint's keys are the model's behind {prefix!r}: use --strip-prefix {prefix}"
+    return "Strip or remap key prefixes with --strip-prefix PREFIX or --rename OLD=NEW (remap_keys in Python)"
+
+
+def apply_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
+) -> nn.Module:
+    """Load ``state`` into ``model`` strictly; mismatched keys or shapes raise a ValueError.
+
+    Raises:
+        CheckpointKeyError: lists the keys the checkpoint lacks and the ones the model lacks
+            (with a hint about ``--strip-prefix`` / ``--rename`` when a common prefix explains
+            the difference).
+    """
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise CheckpointKeyError(
+            f"{source} does not match the model: {len(missing)} missing keys {_preview(missing)};"
+            f" {len(unexpected)} unexpected keys {_preview(unexpected)}. {_prefix_hint(missing, unexpected)}",
+            missing=missing,
+            unexpected=unexpected,
+        )
+    try:
+        model.load_state_dict(dict(state), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{source} does not fit the model: {err}") from None
+    return model
+
+
+def load_model(
+    factory: str,
+    kwargs: Mapping[str, Any] | None,
+    checkpoint: str | Path,
+    *,
+    strip_prefixes: Iterable[str] = (),
+    rename: Mapping[str, str] | None = None,
+) -> nn.Module:
+    """Build ``factory(**kwargs)`` and load the (remapped) weights of ``checkpoint`` into it."""
+    model = build_model(factory, kwargs)
+    state = load_state_dict(checkpoint, strip_prefixes=strip_prefixes, rename=rename)
+    return apply_state_dict(model, state, source=f"checkpoint {str(checkpoint)!r}")
+
+
+def save_state_dict(path: str | Path, state: Mapping[str, torch.Tensor]) -> Path:
+    """Write ``state`` (name -> tensor) as a safetensors file, atomically.
+
+    Tensors are copied to contiguous CPU memory first (safetensors refuses shared storage).
+    """
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    return atomic_write_bytes(Path(path), safetensors.torch.save(tensors))
+
+
+def load_inputs(path: str | Path) -> torch.Tensor:
+    """Load the inputs of a comparison: an ``.npz`` with an array ``x`` (read without pickle), or
+    a tensor file (``torch.save`` of a tensor, or a dict with key ``"x"``; safetensors with key
+    ``"x"``) read without executing code. Returns a CPU tensor ``(N, ...)``."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data.files:
+                raise ValueError(f"{str(path)!r} has no array 'x' (it has {data.files})")
+            return torch.from_numpy(np.array(data["x"]))
+    obj = read_tensor_file(path)
+    if isinstance(obj, Mapping) and isinstance(obj.get("x"), torch.Tensor):
+        obj = obj["x"]
+    if not isinstance(obj, torch.Tensor):
+        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a tensor of inputs")
+    if obj.ndim == 0 or obj.shape[0] == 0:
+        raise ValueError(f"{str(path)!r}: inputs must be (N, ...) with N >= 1; got {tuple(obj.shape)}")
+    return obj
