@@ -11,6 +11,7 @@ The kernel is the interpreter running this script (``sys.executable``), whatever
 installed: a kernelspec naming it is written to a temporary folder and used from there. It needs
 ``ipykernel`` (``pip install -e ".[notebooks]"``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,11 @@ def write_kernelspec(folder: Path) -> Path:
     holding kernelspecs (for ``KernelSpecManager(kernel_dirs=[...])``)."""
     spec_dir = folder / KERNEL_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": f"Python ({sys.executable})", "language": "python"}
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"Python ({sys.executable})",
+        "language": "python",
+    }
     (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
     return folder
 
@@ -74,10 +78,18 @@ def run_notebook(path: Path, reproduce_dir: Path, kernel_dirs: Path, *, timeout:
     """Execute the notebook ``path`` top to bottom in a fresh kernel on ``reproduce_dir``;
     returns the executed notebook (``CellExecutionError`` from the first failing cell)."""
     notebook = nbformat.read(path, as_version=4)
-    manager = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dirs)]),
-                            **_local_transport(kernel_dirs))
-    client = NotebookClient(notebook, km=manager, timeout=timeout, kernel_name=KERNEL_NAME,
-                            resources={"metadata": {"path": str(path.parent)}})
+    manager = KernelManager(
+        kernel_name=KERNEL_NAME,
+        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dirs)]),
+        **_local_transport(kernel_dirs),
+    )
+    client = NotebookClient(
+        notebook,
+        km=manager,
+        timeout=timeout,
+        kernel_name=KERNEL_NAME,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     try:
         client.execute(env=kernel_environment(reproduce_dir))
     finally:
@@ -86,8 +98,9 @@ def run_notebook(path: Path, reproduce_dir: Path, kernel_dirs: Path, *, timeout:
     return notebook
 
 
-def run_all(reproduce_dir: str | Path, *, names: Sequence[str] = (), out_dir: str | Path | None = None,
-            timeout: int = 300) -> list[Path]:
+def run_all(
+    reproduce_dir: str | Path, *, names: Sequence[str] = (), out_dir: str | Path | None = None, timeout: int = 300
+) -> list[Path]:
     """Execute the notebooks (all, or ``names``) on ``reproduce_dir``; write the executed copies
     to ``out_dir`` (default ``reproduce_dir/notebooks``), atomically; return their paths."""
     folder = Path(reproduce_dir).expanduser().resolve()

@@ -17,6 +17,7 @@ time (``time.thread_time``; wall time is printed too).
     python benchmarks/bench_maml.py --variant miniimagenet             # 84x84x3, meta-batch 4, lr 0.01
     python benchmarks/bench_maml.py --paths loop,compiled              # some of our paths only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,19 +27,19 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meta.core.paths import DEFAULT_CHUNK, PATHS, meta_gradient  # noqa: E402
-from meta.core.inner import InnerLoop  # noqa: E402
-from meta.core.models import conv4  # noqa: E402
-from meta.run.cpu import configure_cpu  # noqa: E402
+from meta.core.inner import InnerLoop
+from meta.core.models import conv4
+from meta.core.paths import DEFAULT_CHUNK, PATHS, meta_gradient
+from meta.run.cpu import configure_cpu
 
 WAYS, SHOTS, QUERIES, STEPS = 5, 1, 15, 5
 
@@ -78,7 +79,9 @@ class StandardConv4(torch.nn.Module):
         for name in ("conv1", "conv2", "conv3", "conv4"):
             conv, pool = getattr(ours, name).conv, getattr(ours, name).pool
             block = torch.nn.Module()
-            block.conv = torch.nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=conv.stride, padding=1, bias=False)
+            block.conv = torch.nn.Conv2d(
+                conv.in_channels, conv.out_channels, 3, stride=conv.stride, padding=1, bias=False
+            )
             block.pool = pool
             block.norm = torch.nn.Module()  # the reference's batch norm: a shift, no scale
             block.norm.bias = torch.nn.Parameter(torch.zeros(conv.out_channels))
@@ -142,6 +145,7 @@ def baseline_anil(model: torch.nn.Module, tasks: SimpleNamespace) -> None:
 # Cases
 # --------------------------------------------------------------------------------------------
 
+
 def inner_loops(lr: float) -> dict[str, InnerLoop]:
     return {
         "maml": InnerLoop(STEPS, lr),
@@ -186,7 +190,9 @@ def cases(chunk: int, paths: tuple[str, ...] = PATHS) -> dict[str, Callable[[dic
     }
     for algorithm, inner in INNER.items():
         for path in paths:
-            out[f"{algorithm}/{path}"] = lambda m, b, inner=inner, path=path: meta_gradient(m["ours"], b, inner, path=path, chunk=chunk)
+            out[f"{algorithm}/{path}"] = lambda m, b, inner=inner, path=path: meta_gradient(
+                m["ours"], b, inner, path=path, chunk=chunk
+            )
     return dict(sorted(out.items(), key=lambda kv: list(INNER).index(kv[0].split("/")[0])))
 
 
@@ -196,7 +202,9 @@ def check_agreement(chunk: int, paths: tuple[str, ...] = PATHS, n_tasks: int = 4
     these second-order meta-gradients of random tasks differ by up to a few percent between any
     two orders of summation, the baseline's against itself in float64 included.)"""
     models = {k: m.double() for k, m in make_models().items()}
-    tasks = SimpleNamespace(**{k: v[:n_tasks].double() if v.is_floating_point() else v[:n_tasks] for k, v in vars(make_tasks()).items()})
+    tasks = SimpleNamespace(
+        **{k: v[:n_tasks].double() if v.is_floating_point() else v[:n_tasks] for k, v in vars(make_tasks()).items()}
+    )
     table, worst = cases(chunk, paths), 0.0
     for algorithm in INNER:
         zero_grads(models)
@@ -335,16 +343,22 @@ def report_conv_bound(timing: dict[str, dict[str, float]], names: list[str]) -> 
     # for any implementation built on these kernels
     floor = sum(f / (best[layer] * 1e9) for layer, f in per_layer.items())
     for layout, rate in rates.items():
-        print(f"\nconv4 conv forward+backward throughput, batch 600, {layout} (GFLOP/s): "
-              + ", ".join(f"{k} {v:.0f}" for k, v in rate.items()))
-    print(f"ANIL conv FLOPs per iteration: {flops / 1e9:.1f} GFLOP; at the best rate per layer "
-          f"({flops / floor / 1e9:.0f} GFLOP/s overall) they alone take {floor:.3f} s")
+        print(
+            f"\nconv4 conv forward+backward throughput, batch 600, {layout} (GFLOP/s): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in rate.items())
+        )
+    print(
+        f"ANIL conv FLOPs per iteration: {flops / 1e9:.1f} GFLOP; at the best rate per layer "
+        f"({flops / floor / 1e9:.0f} GFLOP/s overall) they alone take {floor:.3f} s"
+    )
     for seconds, name in sorted((timing[n]["cpu_s"], n) for n in names if n.startswith("anil/")):
         achieved = flops / seconds / 1e9
         print(f"  {name}: {seconds:.3f} s, {achieved:.0f} GFLOP/s = {floor / seconds:.0%} of that bound")
     if "anil/baseline" in timing:
-        print(f"  so no implementation on these kernels can be more than {timing['anil/baseline']['cpu_s'] / floor:.2f}x "
-              "faster than anil/baseline, even with batch norm, ReLU, the head and all copies free")
+        print(
+            f"  so no implementation on these kernels can be more than {timing['anil/baseline']['cpu_s'] / floor:.2f}x "
+            "faster than anil/baseline, even with batch norm, ReLU, the head and all copies free"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,15 +369,24 @@ def report_conv_bound(timing: dict[str, dict[str, float]], names: list[str]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (after one warm-up round)")
-    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="tasks per chunk for the grouped and hybrid paths")
+    parser.add_argument(
+        "--chunk", type=int, default=DEFAULT_CHUNK, help="tasks per chunk for the grouped and hybrid paths"
+    )
     parser.add_argument("--no-reuse-memory", action="store_true", help="leave glibc's allocator thresholds alone")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-peak", action="store_true", help="skip the convolution throughput measurement")
     parser.add_argument("--only", default="", help="comma-separated algorithms (maml, fomaml, anil)")
-    parser.add_argument("--paths", default=",".join(PATHS),
-                        help=f"comma-separated execution paths of ours (default: all, {','.join(PATHS)})")
-    parser.add_argument("--variant", choices=sorted(SETTINGS), default="omniglot",
-                        help="data set shapes and reference settings (default: omniglot, the issue's benchmark)")
+    parser.add_argument(
+        "--paths",
+        default=",".join(PATHS),
+        help=f"comma-separated execution paths of ours (default: all, {','.join(PATHS)})",
+    )
+    parser.add_argument(
+        "--variant",
+        choices=sorted(SETTINGS),
+        default="omniglot",
+        help="data set shapes and reference settings (default: omniglot, the issue's benchmark)",
+    )
     parser.add_argument("--rss-case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     use_variant(args.variant)
@@ -379,21 +402,27 @@ def main() -> None:
     names = [n for n in cases(args.chunk, paths) if n.split("/")[0] in wanted]
     print(f"torch {torch.__version__}, {settings}, chunk={args.chunk}, rounds={args.rounds}", file=sys.stderr)
     agreement = check_agreement(args.chunk, paths)
-    print(f"meta-gradients of every case agree with the baseline's to {agreement:.1e} (relative, float64)", file=sys.stderr)
+    print(
+        f"meta-gradients of every case agree with the baseline's to {agreement:.1e} (relative, float64)",
+        file=sys.stderr,
+    )
     timing = time_cases(names, args.rounds, args.chunk)
     memory = {} if args.no_memory else {n: peak_rss(n, args.chunk, not args.no_reuse_memory) for n in names}
     print(f"\nmeta-gradients agree with the baseline's to {agreement:.1e} (max relative difference, float64, 4 tasks)")
-    print(f"{VARIANT}: 5-way 1-shot, {QUERIES} queries, meta-batch {TASKS}, {STEPS} steps, lr {LR}; {settings}; chunk {args.chunk}")
-    print("| case | CPU s/iter | wall s/iter | speed-up vs baseline | peak RSS MB | above start MB | memory vs baseline"
-          " | tensors' peak MB | tensors vs baseline |")
+    print(
+        f"{VARIANT}: 5-way 1-shot, {QUERIES} queries, meta-batch {TASKS}, {STEPS} steps, lr {LR}; {settings};"
+        f" chunk {args.chunk}"
+    )
+    print(
+        "| case | CPU s/iter | wall s/iter | speed-up vs baseline | peak RSS MB | above start MB | memory vs baseline"
+        " | tensors' peak MB | tensors vs baseline |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         base = f"{name.split('/')[0]}/baseline"
         speed = timing[base]["cpu_s"] / timing[name]["cpu_s"]
         mem, nan = memory.get(name, {}), float("nan")
-        mem_ratio, live_ratio = (
-            (mem[k] / memory[base][k] if mem else nan) for k in ("above_start_mb", "live_mb")
-        )
+        mem_ratio, live_ratio = ((mem[k] / memory[base][k] if mem else nan) for k in ("above_start_mb", "live_mb"))
         print(
             f"| {name} | {timing[name]['cpu_s']:.3f} | {timing[name]['wall_s']:.3f} | {speed:.2f}x |"
             f" {mem.get('peak_mb', nan):.0f} | {mem.get('above_start_mb', nan):.0f} | {mem_ratio:.2f} |"
@@ -401,6 +430,7 @@ def main() -> None:
         )
     if not args.no_peak and "anil" in wanted and VARIANT == "omniglot":
         report_conv_bound(timing, names)
+
 
 if __name__ == "__main__":
     main()

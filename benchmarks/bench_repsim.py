@@ -15,6 +15,7 @@ that the computation adds above the inputs (Linux ``VmHWM`` after resetting it t
 
 Run ``python benchmarks/bench_repsim.py --help``; see benchmarks/README.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,6 +24,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # peers on numpy/scipy get one BLAS thread too
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -39,9 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from repsim.measures.cka import linear_cka  # noqa: E402
+from repsim.measures.cka import linear_cka
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore")
@@ -224,7 +224,7 @@ def time_interleaved(thunks: dict[str, Thunk], rows: dict[str, Row], repeats: in
         start = time.perf_counter()
         try:
             rows[key].value = thunk()
-        except Exception as err:  # noqa: BLE001 - a failing peer is reported, not fatal
+        except Exception as err:
             rows[key].status = f"error: {type(err).__name__}: {str(err)[:60]}"
             continue
         elapsed = time.perf_counter() - start
@@ -261,15 +261,15 @@ def child_memory(spec: dict) -> dict:
         warm_up = lambda: run(lambda: stream_batches(small, d, spec["batch"]))  # noqa: E731
         thunk: Thunk = lambda: run(lambda: stream_batches(n, d, spec["batch"]))  # noqa: E731
     else:
-        maker = products_bound if spec["impl"] == "bound" else (
-            ours(spec["measure"]) if spec["impl"] == "repsim" else _peer_maker(spec["impl"], spec["measure"])
+        maker = (
+            products_bound
+            if spec["impl"] == "bound"
+            else (ours(spec["measure"]) if spec["impl"] == "repsim" else _peer_maker(spec["impl"], spec["measure"]))
         )
         warm_up = maker(*activations(min(n, 4 * d), d, seed=1))
         thunk = maker(*activations(n, d))
-    try:
+    with contextlib.suppress(Exception):  # a peer that fails is reported by the timing run
         warm_up()
-    except Exception:  # noqa: BLE001 - the warm-up only loads libraries
-        pass
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     base = _rss_mb("VmRSS")
     thunk()
@@ -285,7 +285,10 @@ def measure_memory(spec: dict) -> float | None:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     proc = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
-        capture_output=True, text=True, timeout=3600, env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env=env,
     )
     if proc.returncode != 0:
         return None
@@ -360,7 +363,7 @@ def run_streaming_case(measure: str, n: int, d: int, args: argparse.Namespace) -
     time_interleaved(thunks, rows, args.repeats, args.slow)
     x = np.concatenate([b[0] for b in batches])
     y = np.concatenate([b[1] for b in batches])
-    del batches
+    batches.clear()  # free the batches before the in-memory reference
     in_memory = ours("linear_cka" if measure == "stream_linear_cka" else "mean_cca")(x, y)
     rows["in-memory"] = Row(measure, shape, "in-memory repsim", value=in_memory(), note="reference")
     del x, y
@@ -389,8 +392,15 @@ def _fmt(value: float | None, spec: str) -> str:
 def print_table(rows: list[Row]) -> None:
     """One line per implementation; ``|diff|`` against repsim's in-memory float64 value."""
     header = TABLE.format(
-        measure="measure", shape="shape", impl="implementation", median="median s", x_bound="x bound",
-        x_ours="x repsim", peak="peak MB", diff="|diff|", note="note",
+        measure="measure",
+        shape="shape",
+        impl="implementation",
+        median="median s",
+        x_bound="x bound",
+        x_ours="x repsim",
+        peak="peak MB",
+        diff="|diff|",
+        note="note",
     )
     print(header + "\n" + "-" * len(header))
     groups: dict[tuple[str, str], dict[str, Row]] = {}
@@ -404,11 +414,19 @@ def print_table(rows: list[Row]) -> None:
                 print(f"{row.measure:<18}{row.shape:>13}  {row.impl:<17}{row.status}")
                 continue
             diff = NAN if row is bound or reference is None else abs(row.value - reference.value)
-            print(TABLE.format(
-                measure=row.measure, shape=row.shape, impl=row.impl, median=_fmt(row.median, ".4f"),
-                x_bound=_fmt(ratio(row, bound), ".2f"), x_ours=_fmt(ratio(row, mine), ".2f"),
-                peak=_fmt(row.peak_mb, ".0f"), diff=_fmt(diff, ".1e"), note=row.note,
-            ))
+            print(
+                TABLE.format(
+                    measure=row.measure,
+                    shape=row.shape,
+                    impl=row.impl,
+                    median=_fmt(row.median, ".4f"),
+                    x_bound=_fmt(ratio(row, bound), ".2f"),
+                    x_ours=_fmt(ratio(row, mine), ".2f"),
+                    peak=_fmt(row.peak_mb, ".0f"),
+                    diff=_fmt(diff, ".1e"),
+                    note=row.note,
+                )
+            )
 
 
 def print_targets(rows: list[Row]) -> None:

@@ -6,13 +6,11 @@ under 5% of the iteration). Sampling is timed as a trainer calls it:
 
 Data: the real Omniglot ``maml`` train split if the archives are found (``--omniglot DIR`` or
 ``$OMNIGLOT_DIR`` or ../shared/data/omniglot), else the built-in glyphs set, else random binary
-images of the same shape. The ANIL iteration is ``meta.core.algorithms``' when that module provides
-one (see :func:`anil_iteration`); only where it cannot be imported, a stand-in (conv4 body
-forward once per task, five inner SGD steps of the head with ``create_graph=True``, query loss
-backward through the adapted head into the body, an Adam step) is timed and the output says so.
+images of the same shape. The ANIL iteration is the trainer's (:func:`anil_iteration`).
 
 Run: ``python benchmarks/bench_sampling.py [--repeats 7] [--iteration-repeats 3]``.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,26 +20,24 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
+
+from meta.core.models import conv4
+from meta.core.regimes import make_regime
+from meta.data import EpisodeBatch, EpisodeSampler, FewShotSplit, load_split
+from meta.run.paper_defaults import paper_defaults
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from meta.data import EpisodeBatch, EpisodeSampler, FewShotSplit, load_split  # noqa: E402
 
 torch.set_num_threads(1)
 torch.set_flush_denormal(True)
 
 WAYS, SHOTS, QUERIES, META_BATCH = 20, 5, 15, 32
-INNER_STEPS, INNER_LR = 5, 0.1
 
 
 def omniglot_shaped_split(omniglot: Path | None) -> FewShotSplit:
@@ -70,47 +66,12 @@ def median_seconds(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def conv4_body(in_channels: int = 1, hidden: int = 64) -> nn.Sequential:
-    """MAML's Omniglot conv4: four [3x3 conv stride 2, batch norm, ReLU] blocks, then the
-    spatial mean -> (64,) features."""
-    layers: list[nn.Module] = []
-    for i in range(4):
-        layers += [nn.Conv2d(in_channels if i == 0 else hidden, hidden, 3, stride=2, padding=1),
-                   nn.BatchNorm2d(hidden), nn.ReLU()]
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-
-def standin_anil_iteration(batch: EpisodeBatch) -> Callable[[], None]:
-    """One ANIL meta-training iteration on ``batch`` with a local conv4 (the stand-in)."""
-    body, head = conv4_body(batch.support_x.shape[2]), nn.Linear(64, WAYS)
-    optimizer = torch.optim.Adam([*body.parameters(), *head.parameters()], lr=1e-3)
-
-    def iteration() -> None:
-        optimizer.zero_grad()
-        for episode in batch:
-            features = body(torch.cat([episode.support_x, episode.query_x]))
-            support, query = features[: len(episode.support_y)], features[len(episode.support_y):]
-            weight, bias = head.weight, head.bias
-            for _ in range(INNER_STEPS):
-                loss = F.cross_entropy(F.linear(support, weight, bias), episode.support_y)
-                grad_w, grad_b = torch.autograd.grad(loss, (weight, bias), create_graph=True)
-                weight, bias = weight - INNER_LR * grad_w, bias - INNER_LR * grad_b
-            (F.cross_entropy(F.linear(query, weight, bias), episode.query_y) / len(batch)).backward()
-        optimizer.step()
-
-    return iteration
-
-
 def anil_iteration(batch: EpisodeBatch) -> tuple[Callable[[], None], str]:
-    """``(one ANIL training iteration on batch, what it is)``: ``meta.core.algorithms``' ANIL regime
-    with the 20-way 5-shot Omniglot preset's inner loop on ``meta.core.models.conv4``, driven as a
-    trainer does (zero grads, ``regime.step``, Adam step); the stand-in if that is missing."""
-    try:
-        from meta.core.algorithms import make_regime, preset
-        from meta.core.models import conv4
-    except ImportError as error:
-        return standin_anil_iteration(batch), f"STAND-IN (meta.core.algorithms not importable: {error})"
-    setting = preset("omniglot", WAYS, SHOTS)
+    """``(one ANIL training iteration on batch, what it is)``: the ANIL regime
+    (:func:`meta.core.regimes.make_regime`) with the 20-way 5-shot Omniglot paper defaults' inner
+    loop on ``meta.core.models.conv4``, driven as a trainer does (zero grads, ``regime.step``,
+    Adam step)."""
+    setting = paper_defaults("omniglot", WAYS, SHOTS)
     model = conv4(**setting.model_kwargs())
     regime = make_regime("anil", inner=setting.train_inner, meta_batch_size=len(batch))
     optimizer = torch.optim.Adam(model.parameters(), lr=setting.meta_lr)
@@ -121,7 +82,7 @@ def anil_iteration(batch: EpisodeBatch) -> tuple[Callable[[], None], str]:
         optimizer.step()
 
     inner = setting.train_inner
-    return iteration, f"meta.core.algorithms ANIL (make_regime('anil'), {inner.steps} inner steps, lr {inner.lr})"
+    return iteration, f"meta.core.regimes ANIL (make_regime('anil'), {inner.steps} inner steps, lr {inner.lr})"
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ A data set that is not available (no Omniglot archives, glyphs not built) is lef
 note on stdout. The tasks are the first fixed evaluation tasks of each split
 (:func:`meta.data.fixed_tasks`), so the figure is the same on every machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

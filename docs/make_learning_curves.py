@@ -7,6 +7,7 @@ Training time is the sum of the wall time of the training iterations (``metrics.
 checkpointing and data loading are not counted. Each run's label is its algorithm from
 ``config.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from repsim.io import atomic_open  # noqa: E402
+from repsim.io import atomic_open
 
 
 def learning_curve(run_dir: Path) -> pd.DataFrame:
@@ -30,12 +31,14 @@ def learning_curve(run_dir: Path) -> pd.DataFrame:
     window = train["iteration"].diff().fillna(train["iteration"].iloc[0])
     elapsed = pd.Series((train["seconds"] * window).cumsum().to_numpy() / 60, index=train["iteration"].to_numpy())
     val = metrics[metrics["split"] == "val"].sort_values("iteration")
-    return pd.DataFrame({
-        "iteration": val["iteration"].to_numpy(),
-        "minutes": elapsed.reindex(val["iteration"].to_numpy(), method="ffill").to_numpy(),
-        "accuracy": 100 * val["accuracy"].to_numpy(),
-        "ci95": 100 * val["ci95"].to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "iteration": val["iteration"].to_numpy(),
+            "minutes": elapsed.reindex(val["iteration"].to_numpy(), method="ffill").to_numpy(),
+            "accuracy": 100 * val["accuracy"].to_numpy(),
+            "ci95": 100 * val["ci95"].to_numpy(),
+        }
+    )
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
 """``python -m meta``: see :mod:`meta.cli`."""
+
 from __future__ import annotations
 
 import sys

@@ -14,6 +14,7 @@
 base, so ``python -m meta train --out RUN_DIR`` alone continues it). Errors in the input are
 reported as ``meta <command>: error: ...`` with exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,27 +22,36 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from meta.run.folder import RunFolder
-from repsim.io import write_json
 from meta.run.config import RunConfig, add_config_arguments, config_from_args, from_mapping
-from meta.run.evaluate import ABLATIONS, DEFAULT_TASKS, evaluate_runs, format_result
-from meta.study.presets import PRESETS, get_preset
 from meta.run.cpu import configure_cpu
+from meta.run.evaluate import ABLATIONS, DEFAULT_TASKS, evaluate_runs, format_result
+from meta.run.folder import RunFolder
 from meta.run.snapshot_writer import snapshot_run
 from meta.run.train import train
+from meta.study.presets import PRESETS, get_preset
+from repsim.io import write_json
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     """Options of ``evaluate`` and ``snapshot`` (test-time settings and where things are)."""
-    parser.add_argument("--split", default="test", choices=("test", "val", "train"),
-                        help="split of the tasks (default: test)")
-    parser.add_argument("--weights", default="final",
-                        help="final, best, an iteration kept with --save-at, or a weights file (default: final)")
-    parser.add_argument("--freeze", default=None,
-                        help="layers frozen in the test-time inner loop, e.g. conv1,conv2 or conv1-3 or none"
-                             " (default: those frozen at training)")
+    parser.add_argument(
+        "--split", default="test", choices=("test", "val", "train"), help="split of the tasks (default: test)"
+    )
+    parser.add_argument(
+        "--weights",
+        default="final",
+        help="final, best, an iteration kept with --save-at, or a weights file (default: final)",
+    )
+    parser.add_argument(
+        "--freeze",
+        default=None,
+        help="layers frozen in the test-time inner loop, e.g. conv1,conv2 or conv1-3 or none"
+        " (default: those frozen at training)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="test-time inner steps (default: the run's)")
-    parser.add_argument("--inner-lr", type=float, default=None, help="test-time inner learning rate (default: the run's)")
+    parser.add_argument(
+        "--inner-lr", type=float, default=None, help="test-time inner learning rate (default: the run's)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, 0: torch's choice (default: 1)")
     parser.add_argument("--data-root", default=None, help="where the data set's files are now (default: the run's)")
@@ -50,32 +60,53 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m meta", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m meta",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    tr = commands.add_parser("train", help="meta-train (or resume) a run",
-                             description="Meta-train a conv4 few-shot learner; reruns on the same --out resume.")
+    tr = commands.add_parser(
+        "train",
+        help="meta-train (or resume) a run",
+        description="Meta-train a conv4 few-shot learner; reruns on the same --out resume.",
+    )
     tr.add_argument("--out", required=True, help="run folder (created; an existing run there is resumed)")
     tr.add_argument("--config", default=None, help="JSON or TOML file of settings (the command line overrides it)")
     add_config_arguments(tr)
 
-    ev = commands.add_parser("evaluate", help="test accuracy with a 95%% confidence interval",
-                             description="Mean test accuracy over fixed tasks, +- 1.96 * std / sqrt(tasks) (as in the MAML"
-                                         " and ANIL papers' code); with several runs also the mean and std over seeds.")
+    ev = commands.add_parser(
+        "evaluate",
+        help="test accuracy with a 95%% confidence interval",
+        description="Mean test accuracy over fixed tasks, +- 1.96 * std / sqrt(tasks) (as in the MAML"
+        " and ANIL papers' code); with several runs also the mean and std over seeds.",
+    )
     ev.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run folder(s), e.g. one per seed")
     ev.add_argument("--seeds-from", nargs="+", default=[], metavar="RUN_DIR", help="more run folders (other seeds)")
     ev.add_argument("--tasks", type=int, default=DEFAULT_TASKS, help=f"fixed test tasks (default: {DEFAULT_TASKS})")
-    ev.add_argument("--nil", action="store_true", help="NIL-testing: cosine-similarity classifier on penultimate features")
-    ev.add_argument("--ablation", choices=ABLATIONS, default=None,
-                    help="freezing: none, conv1, conv1-2, conv1-3, conv1-4 frozen at test time (Table 1)")
-    ev.add_argument("--json", default=None, help="where to write the summary over several runs"
-                                                 " (default: the first run's eval folder)")
+    ev.add_argument(
+        "--nil", action="store_true", help="NIL-testing: cosine-similarity classifier on penultimate features"
+    )
+    ev.add_argument(
+        "--ablation",
+        choices=ABLATIONS,
+        default=None,
+        help="freezing: none, conv1, conv1-2, conv1-3, conv1-4 frozen at test time (Table 1)",
+    )
+    ev.add_argument(
+        "--json",
+        default=None,
+        help="where to write the summary over several runs (default: the first run's eval folder)",
+    )
     _add_common(ev)
 
-    sn = commands.add_parser("snapshot", help="write an adaptation snapshot (weights before/after each inner step)",
-                             description="Weights before and after each test-time inner step on fixed evaluation tasks,"
-                                         " with the tasks' inputs (docs/formats.md).")
+    sn = commands.add_parser(
+        "snapshot",
+        help="write an adaptation snapshot (weights before/after each inner step)",
+        description="Weights before and after each test-time inner step on fixed evaluation tasks,"
+        " with the tasks' inputs (docs/formats.md).",
+    )
     sn.add_argument("run_dir", metavar="RUN_DIR", help="training run folder")
     sn.add_argument("--out", required=True, help="snapshot folder (created)")
     sn.add_argument("--tasks", type=int, default=8, help="the first this many fixed tasks (default: 8)")
@@ -84,18 +115,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(sn)
 
     rp = commands.add_parser(
-        "reproduce", help="the whole study of the paper: train, evaluate, snapshot, similarity, report",
+        "reproduce",
+        help="the whole study of the paper: train, evaluate, snapshot, similarity, report",
         description="Train MAML, ANIL and the body-training baselines, evaluate them (freezing ablation, NIL),"
-                    " measure CCA/CKA before vs after adaptation and across models, and write the paper's tables,"
-                    " figures and report.html into --out. Finished stages are skipped on a rerun.")
-    rp.add_argument("--preset", required=True, metavar="NAME",
-                    help="; ".join(f"{name}: {p.description}" for name, p in PRESETS.items()))
+        " measure CCA/CKA before vs after adaptation and across models, and write the paper's tables,"
+        " figures and report.html into --out. Finished stages are skipped on a rerun.",
+    )
+    rp.add_argument(
+        "--preset",
+        required=True,
+        metavar="NAME",
+        help="; ".join(f"{name}: {p.description}" for name, p in PRESETS.items()),
+    )
     rp.add_argument("--out", required=True, help="output folder (created; a rerun continues it)")
-    rp.add_argument("--jobs", type=int, default=None,
-                    help="parallel worker processes, one torch thread each (default: the number of CPU cores)")
-    rp.add_argument("--data-root", action="append", default=[], metavar="[DATASET=]DIR",
-                    help="folder of a data set's files, e.g. the Omniglot zips (repeat as omniglot=DIR"
-                         " miniimagenet=DIR for several)")
+    rp.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="parallel worker processes, one torch thread each (default: the number of CPU cores)",
+    )
+    rp.add_argument(
+        "--data-root",
+        action="append",
+        default=[],
+        metavar="[DATASET=]DIR",
+        help="folder of a data set's files, e.g. the Omniglot zips (repeat as omniglot=DIR"
+        " miniimagenet=DIR for several)",
+    )
     rp.add_argument("--cache-dir", default=None, help="decoded-image cache folder")
     rp.add_argument("--device", default=None, help="torch device (default: the preset's)")
     rp.add_argument("--dry-run", action="store_true", help="print the plan (stages, runs, settings) and stop")
@@ -110,17 +156,31 @@ def _train(args: argparse.Namespace) -> int:
     config = config_from_args(args, base)
     result = train(config, args.out)
     best = result.best
-    best_text = "" if best is None else (
-        f"; best validation accuracy {100 * best['accuracy']:.2f}% at iteration {best['iteration']}")
-    print(f"{result.run_dir}: iteration {result.iterations} (started at {result.resumed_from});"
-          f" final weights {result.final}{best_text}")
+    best_text = (
+        ""
+        if best is None
+        else (f"; best validation accuracy {100 * best['accuracy']:.2f}% at iteration {best['iteration']}")
+    )
+    print(
+        f"{result.run_dir}: iteration {result.iterations} (started at {result.resumed_from});"
+        f" final weights {result.final}{best_text}"
+    )
     return 0
 
 
 def _common_kwargs(args: argparse.Namespace) -> dict:
     configure_cpu(threads=args.threads or None)
-    return {"split": args.split, "weights": args.weights, "freeze": args.freeze, "steps": args.steps, "lr": args.inner_lr,
-            "device": args.device, "data_root": args.data_root, "cache_dir": args.cache_dir, "progress": args.progress}
+    return {
+        "split": args.split,
+        "weights": args.weights,
+        "freeze": args.freeze,
+        "steps": args.steps,
+        "lr": args.inner_lr,
+        "device": args.device,
+        "data_root": args.data_root,
+        "cache_dir": args.cache_dir,
+        "progress": args.progress,
+    }
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -140,14 +200,17 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _snapshot(args: argparse.Namespace) -> int:
     ids = None if args.task_ids is None else [int(i) for i in args.task_ids.split(",") if i.strip()]
-    manifest = snapshot_run(args.run_dir, args.out, tasks=args.tasks, task_ids=ids, overwrite=args.overwrite,
-                            **_common_kwargs(args))
+    manifest = snapshot_run(
+        args.run_dir, args.out, tasks=args.tasks, task_ids=ids, overwrite=args.overwrite, **_common_kwargs(args)
+    )
     accuracy = [(t["query_accuracy_before"], t["query_accuracy_after"]) for t in manifest["tasks"]]
     mean_before = sum(a for a, _ in accuracy) / len(accuracy)
     mean_after = sum(b for _, b in accuracy) / len(accuracy)
-    print(f"{args.out}: {len(accuracy)} tasks, {manifest['inner_steps']} inner steps adapting"
-          f" {','.join(manifest['adapted_layers'])}; query accuracy {100 * mean_before:.1f}% before,"
-          f" {100 * mean_after:.1f}% after")
+    print(
+        f"{args.out}: {len(accuracy)} tasks, {manifest['inner_steps']} inner steps adapting"
+        f" {','.join(manifest['adapted_layers'])}; query accuracy {100 * mean_before:.1f}% before,"
+        f" {100 * mean_after:.1f}% after"
+    )
     return 0
 
 
@@ -155,9 +218,17 @@ def _reproduce(args: argparse.Namespace) -> int:
     from meta.study.reproduce import parse_data_roots, reproduce
 
     preset = get_preset(args.preset)
-    reproduce(preset, args.out, jobs=args.jobs, data_roots=parse_data_roots(args.data_root, preset),
-              cache_dir=args.cache_dir, device=args.device, force=args.force, dry_run=args.dry_run,
-              progress=args.progress)
+    reproduce(
+        preset,
+        args.out,
+        jobs=args.jobs,
+        data_roots=parse_data_roots(args.data_root, preset),
+        cache_dir=args.cache_dir,
+        device=args.device,
+        force=args.force,
+        dry_run=args.dry_run,
+        progress=args.progress,
+    )
     return 0
 
 
@@ -178,4 +249,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"meta {args.command}: error: {err}", file=sys.stderr)
         return 2
-

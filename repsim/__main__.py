@@ -1,4 +1,5 @@
 """``python -m repsim``: see :mod:`repsim.cli`."""
+
 from __future__ import annotations
 
 from repsim.cli import main

@@ -24,6 +24,7 @@ during adaptation. Otherwise ``batch_size=None`` is one batch up to :data:`WHOLE
 inputs and batches of :data:`DEFAULT_BATCH_SIZE` beyond that (the activations are the same
 either way, up to floating-point rounding).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -186,11 +187,7 @@ def forward_mode(model: nn.Module, *, train_mode: bool = False, batch_stats: boo
     statistics and counters) are restored to their values before the call.
     """
     flags = [(m, m.training) for m in model.modules()]
-    saved = (
-        {name: b.detach().clone() for name, b in model.named_buffers()}
-        if (train_mode or batch_stats)
-        else {}
-    )
+    saved = {name: b.detach().clone() for name, b in model.named_buffers()} if (train_mode or batch_stats) else {}
     try:
         model.train(train_mode)
         if batch_stats:
@@ -267,21 +264,23 @@ def iter_activations(
     size = resolve_batch_size(n, batch_size, model, train_mode=train_mode, batch_stats=batch_stats)
     model.to(device)
     keys: list[str] | None = None
-    with forward_mode(model, train_mode=train_mode, batch_stats=batch_stats):
-        with ActivationRecorder(model, names, keep_on_device=keep_on_device) as recorder:
-            for start in tqdm(range(0, n, size), desc=desc, unit="batch", disable=not progress, leave=False):
-                with torch.no_grad():  # only around the forward: never across a yield
-                    model(x[start:start + size].to(device))
-                acts = recorder.take()
-                if keys is None:
-                    keys = list(acts)
-                    _warn_repeated(names, keys)
-                elif list(acts) != keys:
-                    raise ValueError(
-                        f"the layers ran a different number of times in batch starting at input"
-                        f" {start}: {list(acts)} instead of {keys}"
-                    )
-                yield acts
+    with (
+        forward_mode(model, train_mode=train_mode, batch_stats=batch_stats),
+        ActivationRecorder(model, names, keep_on_device=keep_on_device) as recorder,
+    ):
+        for start in tqdm(range(0, n, size), desc=desc, unit="batch", disable=not progress, leave=False):
+            with torch.no_grad():  # only around the forward: never across a yield
+                model(x[start : start + size].to(device))
+            acts = recorder.take()
+            if keys is None:
+                keys = list(acts)
+                _warn_repeated(names, keys)
+            elif list(acts) != keys:
+                raise ValueError(
+                    f"the layers ran a different number of times in batch starting at input"
+                    f" {start}: {list(acts)} instead of {keys}"
+                )
+            yield acts
 
 
 def _warn_repeated(names: Sequence[str], keys: Sequence[str]) -> None:

@@ -5,6 +5,7 @@ Exit status: 0 on success; 2 for bad input (unknown layer or measure, bad model 
 do not match, unreadable files; the message starts with ``repsim: error:``); 3 when a checkpoint
 is refused because loading it would run code from it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,11 @@ from typing import Any
 
 import torch
 
+from repsim.compare import DEFAULT_MEMORY_LIMIT, PAIRS, compare_models
+from repsim.io import atomic_write_text, write_csv, write_json
 from repsim.measures.inputs import CONV_POLICIES
+from repsim.snapshot_report import INPUT_CHOICES, report_snapshot
+from repsim.tables import summary_markdown
 from repsim.weights import (
     UnsafeCheckpointError,
     load_inputs,
@@ -25,10 +30,6 @@ from repsim.weights import (
     parse_json_object,
     parse_rename,
 )
-from repsim.compare import DEFAULT_MEMORY_LIMIT, PAIRS, compare_models
-from repsim.io import atomic_write_text, write_csv, write_json
-from repsim.tables import summary_markdown
-from repsim.snapshot_report import INPUT_CHOICES, report_snapshot
 
 EXIT_BAD_INPUT = 2
 EXIT_UNSAFE = 3
@@ -52,15 +53,20 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     add("--out", required=True, type=Path, help="output folder (created if needed)")
     add("--measures", default="cca,cka", help="comma-separated measure names (default: cca,cka)")
     add("--conv", choices=CONV_POLICIES, default="channels", help=_CONV_HELP)
-    add("--measure-kwargs", default=None, metavar="JSON",
-        help='extra arguments per measure, e.g. \'{"svcca": {"keep": 0.99}}\'')
+    add(
+        "--measure-kwargs",
+        default=None,
+        metavar="JSON",
+        help='extra arguments per measure, e.g. \'{"svcca": {"keep": 0.99}}\'',
+    )
     add("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _compare_parser(sub: Any) -> None:
     """The ``compare`` subcommand's options."""
     cmp = sub.add_parser(
-        "compare", help="compare two checkpoints layer by layer",
+        "compare",
+        help="compare two checkpoints layer by layer",
         description="Compare two checkpoints (of one architecture, or two with --model-b) layer by"
         " layer on the same inputs; write similarity.csv, heatmaps and a per-layer plot.",
     )
@@ -69,38 +75,79 @@ def _compare_parser(sub: Any) -> None:
     add("--model", required=True, metavar=factory, help="factory of model A (and B)")
     add("--model-kwargs", default=None, metavar="JSON", help="keyword arguments of --model")
     add("--model-b", default=None, metavar=factory, help="factory of model B (default --model)")
-    add("--model-b-kwargs", default=None, metavar="JSON",
-        help="keyword arguments of model B (default: those of --model if --model-b is not given, else {})")
+    add(
+        "--model-b-kwargs",
+        default=None,
+        metavar="JSON",
+        help="keyword arguments of model B (default: those of --model if --model-b is not given, else {})",
+    )
     add("--a", required=True, type=Path, metavar="CKPT_A", help="checkpoint of model A (safetensors/torch.save)")
     add("--b", required=True, type=Path, metavar="CKPT_B", help="checkpoint of model B")
     add("--inputs", required=True, type=Path, help=".npz with an array 'x', or a torch.save'd tensor")
-    add("--layers", required=True, action="append", metavar="NAMES",
-        help="comma-separated module paths or globs of model A (repeatable)")
-    add("--layers-b", action="append", metavar="NAMES",
-        help="layers of model B, matched to --layers in order (default: same names)")
-    add("--pairs", choices=PAIRS, default="all",
-        help="'all' (default): every layer against every layer, for the heatmaps; 'diagonal': matched only")
-    add("--batch-size", type=int, default=None, metavar="N",
+    add(
+        "--layers",
+        required=True,
+        action="append",
+        metavar="NAMES",
+        help="comma-separated module paths or globs of model A (repeatable)",
+    )
+    add(
+        "--layers-b",
+        action="append",
+        metavar="NAMES",
+        help="layers of model B, matched to --layers in order (default: same names)",
+    )
+    add(
+        "--pairs",
+        choices=PAIRS,
+        default="all",
+        help="'all' (default): every layer against every layer, for the heatmaps; 'diagonal': matched only",
+    )
+    add(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
         help="inputs per forward pass (default: all in one batch when the model's batch norm uses batch"
-        " statistics or there are at most 1024 inputs, else 256)")
+        " statistics or there are at most 1024 inputs, else 256)",
+    )
     add("--device", default="cpu", help="torch device for the forward passes and measures (default cpu)")
-    add("--train-mode", action="store_true",
+    add(
+        "--train-mode",
+        action="store_true",
         help="forward in train mode: batch norm normalises with the batch's statistics and dropout is on"
         " (running statistics are not changed). Default: eval mode, batch norm uses running statistics"
-        " (batch norm without running statistics uses the batch's in both modes)")
-    add("--strip-prefix", action="append", default=[], metavar="PREFIX",
-        help="remove this key prefix from both checkpoints, e.g. 'module.' (repeatable)")
-    add("--rename", action="append", default=[], metavar="OLD=NEW",
-        help="replace the key prefix OLD by NEW in both checkpoints, after stripping (repeatable)")
-    add("--memory-limit", type=float, default=DEFAULT_MEMORY_LIMIT / 2**30, metavar="GIB",
-        help="GiB of float64 activations allowed for measures computed in memory (default 4)")
+        " (batch norm without running statistics uses the batch's in both modes)",
+    )
+    add(
+        "--strip-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="remove this key prefix from both checkpoints, e.g. 'module.' (repeatable)",
+    )
+    add(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="replace the key prefix OLD by NEW in both checkpoints, after stripping (repeatable)",
+    )
+    add(
+        "--memory-limit",
+        type=float,
+        default=DEFAULT_MEMORY_LIMIT / 2**30,
+        metavar="GIB",
+        help="GiB of float64 activations allowed for measures computed in memory (default 4)",
+    )
     _common_options(cmp)
 
 
 def _report_parser(sub: Any) -> None:
     """The ``report`` subcommand's options."""
     rep = sub.add_parser(
-        "report", help="report on an adaptation snapshot",
+        "report",
+        help="report on an adaptation snapshot",
         description="For each task of an adaptation snapshot, similarity of each layer before"
         " adaptation vs after each inner step; per-task CSV, summary CSV/Markdown with 95% t-intervals"
         " over tasks, and figures.",
@@ -150,24 +197,48 @@ def run_compare(args: argparse.Namespace) -> list[Path]:
     inputs = load_inputs(args.inputs)
     layers_b = _comma_list(args.layers_b) or None
     df = compare_models(
-        model_a, model_b, inputs, layers_a=_comma_list(args.layers), layers_b=layers_b,
-        measures=args.measures, pairs=args.pairs, conv=args.conv, batch_size=args.batch_size,
-        device=args.device, train_mode=args.train_mode, memory_limit=args.memory_limit * 2**30,
-        measure_kwargs=_measure_kwargs(args.measure_kwargs), progress=not args.no_progress,
+        model_a,
+        model_b,
+        inputs,
+        layers_a=_comma_list(args.layers),
+        layers_b=layers_b,
+        measures=args.measures,
+        pairs=args.pairs,
+        conv=args.conv,
+        batch_size=args.batch_size,
+        device=args.device,
+        train_mode=args.train_mode,
+        memory_limit=args.memory_limit * 2**30,
+        measure_kwargs=_measure_kwargs(args.measure_kwargs),
+        progress=not args.no_progress,
     )
     if args.conv == "channels" and df["reason"].str.contains("same datapoints").any():
-        print("repsim: note: conv layers of different spatial sizes have different datapoints under --conv"
-              " channels and are n/a; use --conv mean or flatten for cross-layer heatmaps", file=sys.stderr)
+        print(
+            "repsim: note: conv layers of different spatial sizes have different datapoints under --conv"
+            " channels and are n/a; use --conv mean or flatten for cross-layer heatmaps",
+            file=sys.stderr,
+        )
     settings = {
         "command": "compare",
         "model_a": {"factory": args.model, "kwargs": kwargs_a, "checkpoint": str(args.a)},
         "model_b": {"factory": factory_b, "kwargs": kwargs_b, "checkpoint": str(args.b)},
-        "inputs": str(args.inputs), "n_inputs": len(inputs), "layers": _comma_list(args.layers),
-        "layers_b": layers_b, "pairs": args.pairs, "conv": args.conv, "batch_size": args.batch_size,
-        "train_mode": args.train_mode, "device": args.device, **remap, "versions": _versions(),
+        "inputs": str(args.inputs),
+        "n_inputs": len(inputs),
+        "layers": _comma_list(args.layers),
+        "layers_b": layers_b,
+        "pairs": args.pairs,
+        "conv": args.conv,
+        "batch_size": args.batch_size,
+        "train_mode": args.train_mode,
+        "device": args.device,
+        **remap,
+        "versions": _versions(),
     }
-    return [write_csv(args.out / "similarity.csv", df), write_json(args.out / "settings.json", settings),
-            *compare_figures(df, args.out)]
+    return [
+        write_csv(args.out / "similarity.csv", df),
+        write_json(args.out / "settings.json", settings),
+        *compare_figures(df, args.out),
+    ]
 
 
 def run_report(args: argparse.Namespace) -> list[Path]:
@@ -175,13 +246,24 @@ def run_report(args: argparse.Namespace) -> list[Path]:
     from repsim.plots import snapshot_figures
 
     per_task, summary = report_snapshot(
-        args.snapshot, measures=args.measures, inputs=args.inputs, layers=_comma_list(args.layers) or None,
-        conv=args.conv, confidence=args.confidence, measure_kwargs=_measure_kwargs(args.measure_kwargs),
+        args.snapshot,
+        measures=args.measures,
+        inputs=args.inputs,
+        layers=_comma_list(args.layers) or None,
+        conv=args.conv,
+        confidence=args.confidence,
+        measure_kwargs=_measure_kwargs(args.measure_kwargs),
         progress=not args.no_progress,
     )
-    settings = {"command": "report", "snapshot": str(args.snapshot), "measures": args.measures,
-                "inputs": args.inputs, "conv": args.conv, "confidence": args.confidence,
-                "versions": _versions()}
+    settings = {
+        "command": "report",
+        "snapshot": str(args.snapshot),
+        "measures": args.measures,
+        "inputs": args.inputs,
+        "conv": args.conv,
+        "confidence": args.confidence,
+        "versions": _versions(),
+    }
     title = f"Adaptation snapshot {args.snapshot.name}"
     markdown = summary_markdown(summary, confidence=args.confidence, title=title)
     return [

@@ -32,6 +32,7 @@ batch with the exact accumulators of :mod:`repsim.measures.streaming`, so the ac
 are never held at once; the others (kernel CKA, Procrustes, RSA) need every activation in memory
 and raise ValueError when the estimated float64 size exceeds ``memory_limit``.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from repsim.measures.inputs import CONV_POLICIES, as_representation
 from repsim.capture import iter_activations, resolve_batch_size, resolve_layers
+from repsim.measures.inputs import CONV_POLICIES, as_representation
 
 #: Values of the ``pairs`` argument.
 PAIRS = ("diagonal", "all")
@@ -103,9 +104,7 @@ def layer_pairs(keys_a: Sequence[str], keys_b: Sequence[str], pairs: str, *, by_
     if by_name:
         missing = [k for k in keys_a if k not in keys_b]
         if missing:
-            raise ValueError(
-                f"layers {missing} of model A have no same-named layer in model B ({list(keys_b)})"
-            )
+            raise ValueError(f"layers {missing} of model A have no same-named layer in model B ({list(keys_b)})")
         matched = [(k, k) for k in keys_a]
     else:
         if len(keys_a) != len(keys_b):
@@ -129,14 +128,33 @@ def representation_shape(shape: Sequence[int], conv: str) -> tuple[int, int]:
     return int(shape[0]), int(math.prod(shape[1:]))
 
 
-def _row(a: str, b: str, measure: str, matched: bool, value: float, reason: str,
-         conv: str, shape_a: Sequence[int], shape_b: Sequence[int]) -> dict[str, Any]:
+def _row(
+    a: str,
+    b: str,
+    measure: str,
+    matched: bool,
+    value: float,
+    reason: str,
+    conv: str,
+    shape_a: Sequence[int],
+    shape_b: Sequence[int],
+) -> dict[str, Any]:
     """One result row (see :data:`COLUMNS`)."""
     used = conv if (len(shape_a) == 4 or len(shape_b) == 4) else "none"
     n_a, d_a = representation_shape(shape_a, conv)
     _, d_b = representation_shape(shape_b, conv)
-    return {"layer_a": a, "layer_b": b, "measure": measure, "value": value, "conv": used,
-            "n": n_a, "d_a": d_a, "d_b": d_b, "matched": matched, "reason": reason}
+    return {
+        "layer_a": a,
+        "layer_b": b,
+        "measure": measure,
+        "value": value,
+        "conv": used,
+        "n": n_a,
+        "d_a": d_a,
+        "d_b": d_b,
+        "matched": matched,
+        "reason": reason,
+    }
 
 
 def evaluate(fn: MeasureFn, x: Any, y: Any, *, conv: str, kwargs: Mapping[str, Any]) -> tuple[float, str]:
@@ -208,17 +226,25 @@ def _paired_batches(
             for acts in gen:
                 yield _select(acts, names_a), _select(acts, names_b)
         return
-    with closing(iter_activations(model_a, inputs, names_a, desc="model A", **kw)) as gen_a, \
-            closing(iter_activations(model_b, inputs, names_b, desc="model B", **kw)) as gen_b:
+    with (
+        closing(iter_activations(model_a, inputs, names_a, desc="model A", **kw)) as gen_a,
+        closing(iter_activations(model_b, inputs, names_b, desc="model B", **kw)) as gen_b,
+    ):
         yield from zip(gen_a, gen_b)
 
 
 def estimate_memory(
-    shapes_a: Mapping[str, Sequence[int]], shapes_b: Mapping[str, Sequence[int]], pairs: Sequence[Pair],
-    measures: Sequence[str], *, n_inputs: int, conv: str,
+    shapes_a: Mapping[str, Sequence[int]],
+    shapes_b: Mapping[str, Sequence[int]],
+    pairs: Sequence[Pair],
+    measures: Sequence[str],
+    *,
+    n_inputs: int,
+    conv: str,
 ) -> int:
     """Bytes to hold, in float64, every activation the pairs use for ``n_inputs`` inputs (the
     shapes are those of one batch), plus two ``n x n`` float64 matrices for a Gram measure."""
+
     def total(shape: Sequence[int]) -> float:
         return math.prod(shape) / shape[0] * n_inputs * 8
 
@@ -256,9 +282,7 @@ def new_accumulator(measure: str, kwargs: Mapping[str, Any]) -> Any:
             return streaming.StreamingCKA(debiased=measure == "debiased_cka", **kwargs)
         return streaming.StreamingCCA("mean_cca" if measure == "cca" else measure, **kwargs)
     except TypeError as err:
-        raise ValueError(
-            f"measure_kwargs {dict(kwargs)} of {measure!r} cannot be used when streaming: {err}"
-        ) from None
+        raise ValueError(f"measure_kwargs {dict(kwargs)} of {measure!r} cannot be used when streaming: {err}") from None
 
 
 class _Stream:
@@ -274,10 +298,7 @@ class _Stream:
         if self.reason:
             return
         if x.shape[0] != y.shape[0]:
-            self.reason = (
-                f"X and Y must describe the same datapoints: a batch gives {x.shape[0]} and"
-                f" {y.shape[0]} rows"
-            )
+            self.reason = f"X and Y must describe the same datapoints: a batch gives {x.shape[0]} and {y.shape[0]} rows"
             return
         try:
             self.accumulator.update(x, y)
@@ -330,7 +351,7 @@ def _compare_batched(
     stored_b: dict[str, list[torch.Tensor]] = {}
     for acts_a, acts_b in batches:
         reps_a, reps_b = _representations(acts_a, used_a, conv), _representations(acts_b, used_b, conv)
-        for (a, b, m), stream in streams.items():
+        for (a, b, _), stream in streams.items():
             x, y = reps_a[a], reps_b[b]
             if isinstance(x, str) or isinstance(y, str):
                 stream.reason = stream.reason or (x if isinstance(x, str) else y)
@@ -351,8 +372,9 @@ def _compare_batched(
     if held:
         cat_a = {k: torch.cat(v) for k, v in stored_a.items()}
         cat_b = {k: torch.cat(v) for k, v in stored_b.items()}
-        for row in pair_rows(cat_a, cat_b, plan, {m: fns[m] for m in held}, conv=conv,
-                             measure_kwargs=measure_kwargs, progress=progress):
+        for row in pair_rows(
+            cat_a, cat_b, plan, {m: fns[m] for m in held}, conv=conv, measure_kwargs=measure_kwargs, progress=progress
+        ):
             rows[row["layer_a"], row["layer_b"], row["measure"]] = row
     return to_frame([rows[a, b, m] for a, b, _ in plan for m in fns])
 
@@ -408,8 +430,16 @@ def compare_models(
     size = max(resolve_batch_size(n_inputs, batch_size, m, train_mode=train_mode) for m in (model_a, model_b))
     keep = torch.device(device).type != "cpu"
     batches = _paired_batches(
-        model_a, model_b, inputs, names_a, names_b, batch_size=size, device=device,
-        train_mode=train_mode, keep_on_device=keep, progress=progress,
+        model_a,
+        model_b,
+        inputs,
+        names_a,
+        names_b,
+        batch_size=size,
+        device=device,
+        train_mode=train_mode,
+        keep_on_device=keep,
+        progress=progress,
     )
     with closing(batches):
         first_a, first_b = next(batches)
@@ -419,10 +449,18 @@ def compare_models(
         if size >= n_inputs:
             estimate = estimate_memory(shapes_a, shapes_b, plan, list(fns), n_inputs=n_inputs, conv=conv)
             _check_memory(estimate, memory_limit, list(fns), n_inputs)
-            return to_frame(pair_rows(first_a, first_b, plan, fns, conv=conv, measure_kwargs=measure_kwargs,
-                                      progress=progress))
+            return to_frame(
+                pair_rows(first_a, first_b, plan, fns, conv=conv, measure_kwargs=measure_kwargs, progress=progress)
+            )
         return _compare_batched(
-            chain([(first_a, first_b)], batches), plan, fns, shapes_a, shapes_b, conv=conv,
-            n_inputs=n_inputs, memory_limit=memory_limit, measure_kwargs=measure_kwargs or {},
+            chain([(first_a, first_b)], batches),
+            plan,
+            fns,
+            shapes_a,
+            shapes_b,
+            conv=conv,
+            n_inputs=n_inputs,
+            memory_limit=memory_limit,
+            measure_kwargs=measure_kwargs or {},
             progress=progress,
         )

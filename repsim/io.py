@@ -7,6 +7,7 @@ first) and returns the path. Nothing here computes anything.
 
 Imports: nothing of ``repsim`` (a leaf; :mod:`meta` uses it too).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+
 
 @contextmanager
 def atomic_open(path: str | Path) -> Iterator[BinaryIO]:

@@ -5,6 +5,7 @@ Every function takes the DataFrames of :func:`repsim.compare.compare_models` or
 without pyplot (no global state, no display needed: figures render with the Agg canvas).
 :func:`save_figure` writes PNG files atomically.
 """
+
 from __future__ import annotations
 
 import io
@@ -50,8 +51,9 @@ def heatmap_figure(df: pd.DataFrame, measure: str) -> Figure:
     ax = fig.add_subplot()
     finite = grid.to_numpy()[np.isfinite(grid.to_numpy())]
     low, high = float(finite.min(initial=0.0)), float(finite.max(initial=1.0))  # distances may exceed 1
-    sns.heatmap(grid, ax=ax, vmin=low, vmax=high, cmap="viridis", annot=grid.size <= 144, fmt=".2f",
-                cbar_kws={"label": measure})
+    sns.heatmap(
+        grid, ax=ax, vmin=low, vmax=high, cmap="viridis", annot=grid.size <= 144, fmt=".2f", cbar_kws={"label": measure}
+    )
     ax.set_facecolor("0.92")
     for i, j in zip(*np.nonzero(grid.isna().to_numpy())):
         ax.text(j + 0.5, i + 0.5, "n/a", ha="center", va="center", color="0.45", fontsize=8)
@@ -72,8 +74,9 @@ def per_layer_figure(df: pd.DataFrame) -> Figure:
     order = _ordered(part["pair"])
     fig = Figure(figsize=(max(5.0, 0.8 * len(order) + 2), 3.8), layout="constrained")
     ax = fig.add_subplot()
-    for colour, (measure, rows) in zip(sns.color_palette(n_colors=part["measure"].nunique()),
-                                       part.groupby("measure", sort=False)):
+    for colour, (measure, rows) in zip(
+        sns.color_palette(n_colors=part["measure"].nunique()), part.groupby("measure", sort=False)
+    ):
         x = [order.index(p) for p in rows["pair"]]
         ax.plot(x, rows["value"], marker="o", color=colour, label=measure)
     ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
@@ -149,9 +152,7 @@ def compare_figures(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     return written
 
 
-def snapshot_figures(
-    summary: pd.DataFrame, out_dir: str | Path, *, inputs: Sequence[str] | None = None
-) -> list[Path]:
+def snapshot_figures(summary: pd.DataFrame, out_dir: str | Path, *, inputs: Sequence[str] | None = None) -> list[Path]:
     """Write ``before_after_<inputs>.png`` and ``by_step_<inputs>.png`` for each input set."""
     out = Path(out_dir)
     written = []

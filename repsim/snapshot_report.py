@@ -18,6 +18,7 @@ table, are left out of the mean, and are counted in ``n_undefined``.
 This module reads the folder without importing ``meta``; the model is built from the spec in the
 manifest (which, for snapshots written by ``meta``, names ``meta.core.models``).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,10 +34,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from repsim.measures.inputs import CONV_POLICIES
 from repsim.capture import capture_activations
-from repsim.weights import apply_state_dict, build_model, load_state_dict
 from repsim.compare import check_choice, layer_pairs, pair_rows, resolve_measures, warn_undefined
+from repsim.measures.inputs import CONV_POLICIES
+from repsim.weights import apply_state_dict, build_model, load_state_dict
 
 SNAPSHOT_FORMAT = "adaptation-snapshot"
 SUPPORTED_VERSIONS = (1,)
@@ -46,8 +47,18 @@ INPUT_CHOICES = ("query", "support", "both")
 PER_TASK_COLUMNS = ("task", "inputs", "step", "layer", "measure", "value", "conv", "n", "d", "reason")
 #: Columns of the summary table.
 SUMMARY_COLUMNS = (
-    "inputs", "step", "layer", "measure", "mean", "std", "n_tasks", "n_undefined",
-    "ci_low", "ci_high", "ci_half_width", "confidence",
+    "inputs",
+    "step",
+    "layer",
+    "measure",
+    "mean",
+    "std",
+    "n_tasks",
+    "n_undefined",
+    "ci_low",
+    "ci_high",
+    "ci_half_width",
+    "confidence",
 )
 _REQUIRED_KEYS = ("format", "version", "model", "meta_weights", "layers", "tasks")
 
@@ -95,9 +106,7 @@ def read_manifest(snapshot_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def snapshot_model(
-    snapshot_dir: str | Path, manifest: Mapping[str, Any]
-) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def snapshot_model(snapshot_dir: str | Path, manifest: Mapping[str, Any]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """Build the snapshot's model from its spec and load the meta-learned weights; returns the
     model and those weights."""
     root = Path(snapshot_dir)
@@ -135,8 +144,15 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, f
     mean = float(finite.mean()) if k else math.nan
     std = float(finite.std(ddof=1)) if k >= 2 else math.nan
     half = float(stats.t.ppf((1 + confidence) / 2, k - 1) * std / math.sqrt(k)) if k >= 2 else math.nan
-    return {"mean": mean, "std": std, "n_tasks": k, "n_undefined": int(v.size - k),
-            "ci_low": mean - half, "ci_high": mean + half, "ci_half_width": half}
+    return {
+        "mean": mean,
+        "std": std,
+        "n_tasks": k,
+        "n_undefined": int(v.size - k),
+        "ci_low": mean - half,
+        "ci_high": mean + half,
+        "ci_half_width": half,
+    }
 
 
 def summarize(per_task: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
@@ -144,8 +160,7 @@ def summarize(per_task: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFra
     of appearance, with the t-interval of :func:`t_interval` (columns :data:`SUMMARY_COLUMNS`)."""
     keys = ["inputs", "step", "layer", "measure"]
     rows = [
-        {**dict(zip(keys, group)), **t_interval(part["value"].to_numpy(), confidence),
-         "confidence": confidence}
+        {**dict(zip(keys, group)), **t_interval(part["value"].to_numpy(), confidence), "confidence": confidence}
         for group, part in per_task.groupby(keys, sort=False)
     ]
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -169,9 +184,7 @@ def _task_rows(
 
     def capture() -> dict[str, dict[str, torch.Tensor]]:
         return {
-            which: capture_activations(
-                model, x, layers, batch_size=len(x), batch_stats=batch_stats, progress=False
-            )
+            which: capture_activations(model, x, layers, batch_size=len(x), batch_stats=batch_stats, progress=False)
             for which, x in inputs.items()
         }
 
@@ -188,9 +201,20 @@ def _task_rows(
                 before[which], after[which], pairs[which], fns, conv=conv, measure_kwargs=measure_kwargs
             )
             for row in compared:
-                rows.append({"task": task.get("id"), "inputs": which, "step": step, "layer": row["layer_a"],
-                             "measure": row["measure"], "value": row["value"], "conv": row["conv"],
-                             "n": row["n"], "d": row["d_a"], "reason": row["reason"]})
+                rows.append(
+                    {
+                        "task": task.get("id"),
+                        "inputs": which,
+                        "step": step,
+                        "layer": row["layer_a"],
+                        "measure": row["measure"],
+                        "value": row["value"],
+                        "conv": row["conv"],
+                        "n": row["n"],
+                        "d": row["d_a"],
+                        "reason": row["reason"],
+                    }
+                )
     return rows
 
 
@@ -233,11 +257,17 @@ def report_snapshot(
     rows = []
     for task in tqdm(manifest["tasks"], desc="tasks", unit="task", disable=not progress):
         rows += _task_rows(
-            model, meta_state, root, task, sets, chosen, fns,
-            batch_stats=manifest.get("batch_norm") == "batch", conv=conv, measure_kwargs=measure_kwargs or {},
+            model,
+            meta_state,
+            root,
+            task,
+            sets,
+            chosen,
+            fns,
+            batch_stats=manifest.get("batch_norm") == "batch",
+            conv=conv,
+            measure_kwargs=measure_kwargs or {},
         )
     per_task = pd.DataFrame(rows, columns=list(PER_TASK_COLUMNS))
-    warn_undefined(
-        per_task, lambda row: f"{row['measure']} of {row['layer']} in task {row['task']} step {row['step']}"
-    )
+    warn_undefined(per_task, lambda row: f"{row['measure']} of {row['layer']} in task {row['task']} step {row['step']}")
     return per_task, summarize(per_task, confidence=confidence)

@@ -5,6 +5,7 @@ Nothing here computes similarity; the functions take the report's DataFrames.
 
 Imports: :mod:`repsim.io` only.
 """
+
 from __future__ import annotations
 
 import math

@@ -19,6 +19,7 @@ common training-script layouts). Key prefixes such as ``module.`` (``DataParalle
 A model is named by a factory spec ``"package.module:callable"`` (the callable may be a dotted
 attribute path, ``"package.module:Class.build"``) plus keyword arguments; see docs/formats.md.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -70,8 +71,7 @@ def _import_factory(spec: str) -> Any:
     """Return the object named by ``"package.module:attr.path"``; ModelSpecError otherwise."""
     if not isinstance(spec, str) or spec.count(":") != 1:
         raise ModelSpecError(
-            f"model spec {spec!r} must be 'package.module:callable' (one colon), e.g."
-            " 'meta.core.models:conv4'"
+            f"model spec {spec!r} must be 'package.module:callable' (one colon), e.g. 'meta.core.models:conv4'"
         )
     module_name, attr_path = spec.split(":")
     if not module_name or not attr_path:
@@ -80,8 +80,7 @@ def _import_factory(spec: str) -> Any:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         raise ModelSpecError(
-            f"model spec {spec!r}: cannot import module {module_name!r} ({err}); is it on"
-            " PYTHONPATH?"
+            f"model spec {spec!r}: cannot import module {module_name!r} ({err}); is it on PYTHONPATH?"
         ) from None
     for part in attr_path.split("."):
         if not hasattr(obj, part):
@@ -92,9 +91,7 @@ def _import_factory(spec: str) -> Any:
             )
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ModelSpecError(
-            f"model spec {spec!r}: {attr_path!r} is a {type(obj).__name__}, not callable"
-        )
+        raise ModelSpecError(f"model spec {spec!r}: {attr_path!r} is a {type(obj).__name__}, not callable")
     return obj
 
 
@@ -119,9 +116,7 @@ def build_model(factory: str, kwargs: Mapping[str, Any] | None = None) -> nn.Mod
     except TypeError as err:
         raise ModelSpecError(f"model spec {factory!r} rejected kwargs {dict(kwargs)!r}: {err}") from None
     if not isinstance(model, nn.Module):
-        raise ModelSpecError(
-            f"model spec {factory!r} returned a {type(model).__name__}, not a torch.nn.Module"
-        )
+        raise ModelSpecError(f"model spec {factory!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
@@ -181,8 +176,7 @@ def _torch_load_safely(path: Path) -> Any:
         ) from None
     except (RuntimeError, KeyError, EOFError, OSError) as err:
         raise ValueError(
-            f"{str(path)!r} is neither a safetensors file nor a torch.save file ({type(err).__name__}:"
-            f" {err})"
+            f"{str(path)!r} is neither a safetensors file nor a torch.save file ({type(err).__name__}: {err})"
         ) from None
 
 
@@ -203,9 +197,7 @@ def read_tensor_file(path: str | Path) -> Any:
 def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     """Return the state_dict in ``obj``: ``obj`` itself, or ``obj[k]`` for k in STATE_DICT_KEYS."""
     if not isinstance(obj, Mapping):
-        raise ValueError(
-            f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict (a dict of tensors)"
-        )
+        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict (a dict of tensors)")
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return dict(obj)
     for key in STATE_DICT_KEYS:
@@ -238,10 +230,10 @@ def remap_keys(
         new = key
         for prefix in prefixes:
             if new.startswith(prefix):
-                new = new[len(prefix):]
+                new = new[len(prefix) :]
         for old, replacement in rename.items():
             if new.startswith(old):
-                new = replacement + new[len(old):]
+                new = replacement + new[len(old) :]
                 break
         if new in out:
             raise ValueError(f"after remapping, two checkpoint keys both become {new!r}")
@@ -294,9 +286,7 @@ def _prefix_hint(missing: list[str], unexpected: list[str]) -> str:
     return "Strip or remap key prefixes with --strip-prefix PREFIX or --rename OLD=NEW (remap_keys in Python)"
 
 
-def apply_state_dict(
-    model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
-) -> nn.Module:
+def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> nn.Module:
     """Load ``state`` into ``model`` strictly; mismatched keys or shapes raise a ValueError.
 
     Raises:

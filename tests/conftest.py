@@ -1,4 +1,5 @@
 """Shared test settings: one intra-op thread, a fixed seed per test, the real data's location."""
+
 from __future__ import annotations
 
 import os

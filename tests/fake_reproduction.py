@@ -9,6 +9,7 @@ numbers (intermediate rows, confidence intervals, seed spreads) are drawn from a
 
 Command line (for trying the notebooks by hand): ``python tests/fake_reproduction.py DIR``.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,12 @@ _CONV_OFFSETS = (0.02, 0.015, 0.008, 0.0)
 #: Accuracy of the body-training regimes (Table 5) relative to MAML's, in points.
 _REGIME_OFFSETS = {"maml": 1.0, "multiclass": -8.0, "multitask": -20.0, "random": -14.0, "nil": -9.0}
 TABLE_FILES = {
-    "table1_freezing": "tables", "table2_anil_vs_maml": "tables", "table3_cross_model_similarity": "tables",
-    "table4_nil": "tables", "table5_body_regimes": "tables", "figure2_adaptation_similarity": "figures",
+    "table1_freezing": "tables",
+    "table2_anil_vs_maml": "tables",
+    "table3_cross_model_similarity": "tables",
+    "table4_nil": "tables",
+    "table5_body_regimes": "tables",
+    "figure2_adaptation_similarity": "figures",
     "figure3_early_training": "figures",
 }
 
@@ -48,12 +53,12 @@ class FakeSpec:
     n_seeds: int = 2
     n_tasks: int = 100
     seed: int = 0
-    accuracy: float = 92.0              #: MAML, nothing frozen (Tables 1, 2, 4)
-    freeze_drop: float = 0.6            #: MAML none − conv1-4 frozen at test time
-    anil_gap: float = -0.4              #: ANIL − MAML
-    nil_gap: float = 0.3                #: NIL − ANIL
-    body_similarity: float = 0.97       #: lowest MAML conv layer's CCA before vs after adaptation
-    head_similarity: float = 0.45       #: MAML head's CCA before vs after adaptation
+    accuracy: float = 92.0  #: MAML, nothing frozen (Tables 1, 2, 4)
+    freeze_drop: float = 0.6  #: MAML none − conv1-4 frozen at test time
+    anil_gap: float = -0.4  #: ANIL − MAML
+    nil_gap: float = 0.3  #: NIL − ANIL
+    body_similarity: float = 0.97  #: lowest MAML conv layer's CCA before vs after adaptation
+    head_similarity: float = 0.45  #: MAML head's CCA before vs after adaptation
     early_body_similarity: float = 0.95  #: Figure 3: lowest MAML conv layer's CCA, every iteration
     early_head_similarity: float = 0.5
     early_freeze_drop: float = 1.0
@@ -67,9 +72,12 @@ def _shared(spec: FakeSpec) -> dict:
 
 def _spread(rng: np.random.Generator, spec: FakeSpec, low: float = 0.3, high: float = 0.9) -> dict:
     """ci95 over tasks and std over seeds (empty with one seed), both in [low, high]; counts."""
-    return {"ci95": round(float(rng.uniform(low, high)), 4),
-            "std_seeds": round(float(rng.uniform(low, high)), 4) if spec.n_seeds > 1 else np.nan,
-            "n_seeds": spec.n_seeds, "n_tasks": spec.n_tasks}
+    return {
+        "ci95": round(float(rng.uniform(low, high)), 4),
+        "std_seeds": round(float(rng.uniform(low, high)), 4) if spec.n_seeds > 1 else np.nan,
+        "n_seeds": spec.n_seeds,
+        "n_tasks": spec.n_tasks,
+    }
 
 
 def _accuracy_row(rng: np.random.Generator, spec: FakeSpec, accuracy: float, **keys: object) -> dict:
@@ -104,16 +112,28 @@ def _table5(rng: np.random.Generator, spec: FakeSpec) -> list[dict]:
 
 
 def _table3(rng: np.random.Generator, spec: FakeSpec) -> list[dict]:
-    pairs = {"maml-maml": spec.n_seeds * (spec.n_seeds - 1) // 2, "anil-anil": spec.n_seeds * (spec.n_seeds - 1) // 2,
-             "maml-anil": spec.n_seeds ** 2}
+    pairs = {
+        "maml-maml": spec.n_seeds * (spec.n_seeds - 1) // 2,
+        "anil-anil": spec.n_seeds * (spec.n_seeds - 1) // 2,
+        "maml-anil": spec.n_seeds**2,
+    }
     base = {"cca": 0.5, "cka": 0.85}
     rows = []
     for comparison, n_pairs in pairs.items():
         for measure in spec.measures:
             for depth, layer in enumerate(LAYERS):
                 value = base.get(measure, 0.6) - 0.04 * depth + float(rng.normal(0, 0.01))
-                rows.append({"comparison": comparison, "layer": layer, "measure": measure, "value": round(value, 4),
-                             "std": round(float(rng.uniform(0.005, 0.03)), 4), "n_pairs": n_pairs, **_shared(spec)})
+                rows.append(
+                    {
+                        "comparison": comparison,
+                        "layer": layer,
+                        "measure": measure,
+                        "value": round(value, 4),
+                        "std": round(float(rng.uniform(0.005, 0.03)), 4),
+                        "n_pairs": n_pairs,
+                        **_shared(spec),
+                    }
+                )
     return rows
 
 
@@ -135,10 +155,12 @@ def _figure2(rng: np.random.Generator, spec: FakeSpec) -> list[dict]:
     rows = []
     for measure in spec.measures:
         maml = _layer_values(spec.body_similarity, spec.head_similarity, measure)
-        anil = {**{layer: 1.0 for layer in LAYERS[:-1]}, "head": min(1.0, maml["head"] + 0.05)}
+        anil = {**dict.fromkeys(LAYERS[:-1], 1.0), "head": min(1.0, maml["head"] + 0.05)}
         for algorithm, values in (("maml", maml), ("anil", anil)):
-            rows += [_similarity_row(rng, spec, values[layer], algorithm=algorithm, layer=layer, measure=measure)
-                     for layer in LAYERS]
+            rows += [
+                _similarity_row(rng, spec, values[layer], algorithm=algorithm, layer=layer, measure=measure)
+                for layer in LAYERS
+            ]
     return rows
 
 
@@ -147,35 +169,123 @@ def _figure3(rng: np.random.Generator, spec: FakeSpec) -> list[dict]:
     for step, iteration in enumerate(spec.iterations):
         for measure in spec.measures:
             values = _layer_values(spec.early_body_similarity, spec.early_head_similarity, measure)
-            rows += [_similarity_row(rng, spec, values[layer], algorithm="maml", iteration=iteration,
-                                     kind="similarity", layer=layer, measure=measure) for layer in LAYERS]
+            rows += [
+                _similarity_row(
+                    rng,
+                    spec,
+                    values[layer],
+                    algorithm="maml",
+                    iteration=iteration,
+                    kind="similarity",
+                    layer=layer,
+                    measure=measure,
+                )
+                for layer in LAYERS
+            ]
         accuracy = spec.accuracy - 10 + 3 * step
         accuracies = np.linspace(accuracy, accuracy - spec.early_freeze_drop, len(FROZEN))
-        rows += [_similarity_row(rng, spec, float(a), algorithm="maml", iteration=iteration, kind="freezing",
-                                 layer=frozen, measure="accuracy") for frozen, a in zip(FROZEN, accuracies)]
+        rows += [
+            _similarity_row(
+                rng,
+                spec,
+                float(a),
+                algorithm="maml",
+                iteration=iteration,
+                kind="freezing",
+                layer=frozen,
+                measure="accuracy",
+            )
+            for frozen, a in zip(FROZEN, accuracies)
+        ]
     return rows
 
 
 _BUILDERS = {
-    "table1_freezing": _table1, "table2_anil_vs_maml": _table2, "table3_cross_model_similarity": _table3,
-    "table4_nil": _table4, "table5_body_regimes": _table5, "figure2_adaptation_similarity": _figure2,
+    "table1_freezing": _table1,
+    "table2_anil_vs_maml": _table2,
+    "table3_cross_model_similarity": _table3,
+    "table4_nil": _table4,
+    "table5_body_regimes": _table5,
+    "figure2_adaptation_similarity": _figure2,
     "figure3_early_training": _figure3,
 }
 #: Column order of each CSV, as in docs/formats.md.
 COLUMNS = {
-    "table1_freezing": ["algorithm", "dataset", "ways", "shots", "frozen", "accuracy", "ci95", "std_seeds", "n_seeds",
-                        "n_tasks"],
-    "table2_anil_vs_maml": ["algorithm", "dataset", "ways", "shots", "accuracy", "ci95", "std_seeds", "n_seeds",
-                            "n_tasks"],
-    "table3_cross_model_similarity": ["comparison", "layer", "measure", "value", "std", "n_pairs", "dataset", "ways",
-                                      "shots"],
+    "table1_freezing": [
+        "algorithm",
+        "dataset",
+        "ways",
+        "shots",
+        "frozen",
+        "accuracy",
+        "ci95",
+        "std_seeds",
+        "n_seeds",
+        "n_tasks",
+    ],
+    "table2_anil_vs_maml": [
+        "algorithm",
+        "dataset",
+        "ways",
+        "shots",
+        "accuracy",
+        "ci95",
+        "std_seeds",
+        "n_seeds",
+        "n_tasks",
+    ],
+    "table3_cross_model_similarity": [
+        "comparison",
+        "layer",
+        "measure",
+        "value",
+        "std",
+        "n_pairs",
+        "dataset",
+        "ways",
+        "shots",
+    ],
     "table4_nil": ["method", "dataset", "ways", "shots", "accuracy", "ci95", "std_seeds", "n_seeds", "n_tasks"],
-    "table5_body_regimes": ["regime", "test", "dataset", "ways", "shots", "accuracy", "ci95", "std_seeds", "n_seeds",
-                            "n_tasks"],
-    "figure2_adaptation_similarity": ["algorithm", "layer", "measure", "value", "ci95", "std_seeds", "n_tasks",
-                                      "n_seeds", "dataset", "ways", "shots"],
-    "figure3_early_training": ["algorithm", "iteration", "kind", "layer", "measure", "value", "ci95", "std_seeds",
-                               "n_tasks", "n_seeds", "dataset", "ways", "shots"],
+    "table5_body_regimes": [
+        "regime",
+        "test",
+        "dataset",
+        "ways",
+        "shots",
+        "accuracy",
+        "ci95",
+        "std_seeds",
+        "n_seeds",
+        "n_tasks",
+    ],
+    "figure2_adaptation_similarity": [
+        "algorithm",
+        "layer",
+        "measure",
+        "value",
+        "ci95",
+        "std_seeds",
+        "n_tasks",
+        "n_seeds",
+        "dataset",
+        "ways",
+        "shots",
+    ],
+    "figure3_early_training": [
+        "algorithm",
+        "iteration",
+        "kind",
+        "layer",
+        "measure",
+        "value",
+        "ci95",
+        "std_seeds",
+        "n_tasks",
+        "n_seeds",
+        "dataset",
+        "ways",
+        "shots",
+    ],
 }
 
 
@@ -188,8 +298,9 @@ def fake_tables(specs: Sequence[FakeSpec] = (FakeSpec(),)) -> dict[str, pd.DataF
     return tables
 
 
-def write_fake_reproduction(out_dir: str | Path, specs: Sequence[FakeSpec] = (FakeSpec(),), *,
-                            omit: Iterable[str] = (), preset: bool = True) -> Path:
+def write_fake_reproduction(
+    out_dir: str | Path, specs: Sequence[FakeSpec] = (FakeSpec(),), *, omit: Iterable[str] = (), preset: bool = True
+) -> Path:
     """Write ``preset.json`` and the CSVs of a fake reproduction into ``out_dir`` (created),
     leaving out the CSV stems in ``omit`` (and ``preset.json`` if ``preset`` is false)."""
     out = Path(out_dir)
@@ -199,11 +310,16 @@ def write_fake_reproduction(out_dir: str | Path, specs: Sequence[FakeSpec] = (Fa
         if name not in skipped:
             write_csv(out / TABLE_FILES[name] / f"{name}.csv", frame)
     if preset:
-        resolved = {"preset": "fake", "note": "synthetic numbers from tests/fake_reproduction.py; nothing was trained",
-                    "settings": [asdict(spec) for spec in specs],
-                    "stages": {"train": {"algorithms": ["maml", "anil"], "iterations": max(specs[0].iterations)},
-                               "evaluate": {"tasks": specs[0].n_tasks, "seeds": list(range(specs[0].n_seeds))},
-                               "similarity": {"measures": list(specs[0].measures)}}}
+        resolved = {
+            "preset": "fake",
+            "note": "synthetic numbers from tests/fake_reproduction.py; nothing was trained",
+            "settings": [asdict(spec) for spec in specs],
+            "stages": {
+                "train": {"algorithms": ["maml", "anil"], "iterations": max(specs[0].iterations)},
+                "evaluate": {"tasks": specs[0].n_tasks, "seeds": list(range(specs[0].n_seeds))},
+                "similarity": {"measures": list(specs[0].measures)},
+            },
+        }
         atomic_write_text(out / "preset.json", json.dumps(resolved, indent=2) + "\n")
     return out
 

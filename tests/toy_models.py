@@ -1,5 +1,6 @@
 """Small model factories for the repsim capture/compare/report tests (factory specs
 ``toy_models:mlp`` etc., importable when ``tests/`` is on ``sys.path``)."""
+
 from __future__ import annotations
 
 import torch
@@ -59,13 +60,14 @@ class ConvNet(nn.Module):
 
 
 def convnet(
-    in_channels: int = 1, channels: int = 4, ways: int = 3, running_stats: bool = False,
+    in_channels: int = 1,
+    channels: int = 4,
+    ways: int = 3,
+    running_stats: bool = False,
     seed: int | None = None,
 ) -> ConvNet:
     """A :class:`ConvNet`, initialised from ``seed`` when given."""
-    return _build(
-        ConvNet, seed, in_channels=in_channels, channels=channels, ways=ways, running_stats=running_stats
-    )
+    return _build(ConvNet, seed, in_channels=in_channels, channels=channels, ways=ways, running_stats=running_stats)
 
 
 class Reuse(nn.Module):
@@ -103,8 +105,15 @@ NOT_CALLABLE = 5
 
 
 def write_toy_snapshot(
-    root, *, tasks: int = 2, steps: int = 2, ways: int = 3, shots: int = 1, queries: int = 5,
-    inner_lr: float = 0.5, seed: int = 0,
+    root,
+    *,
+    tasks: int = 2,
+    steps: int = 2,
+    ways: int = 3,
+    shots: int = 1,
+    queries: int = 5,
+    inner_lr: float = 0.5,
+    seed: int = 0,
 ) -> dict:
     """Write an adaptation snapshot (docs/formats.md) of :func:`convnet` to ``root``.
 
@@ -147,13 +156,31 @@ def write_toy_snapshot(
                     p -= inner_lr * g
             step_files.append(f"{task_dir}/step_{s:02d}.safetensors")
             save_state_dict(root / step_files[-1], model.state_dict())
-        entries.append({"id": t, "dir": task_dir, "inputs": f"{task_dir}/inputs.safetensors",
-                        "steps": step_files, "classes": list(range(ways))})
+        entries.append(
+            {
+                "id": t,
+                "dir": task_dir,
+                "inputs": f"{task_dir}/inputs.safetensors",
+                "steps": step_files,
+                "classes": list(range(ways)),
+            }
+        )
     manifest = {
-        "format": "adaptation-snapshot", "version": 1, "model": spec, "meta_weights": "meta.safetensors",
-        "layers": ["conv1", "conv2", "head"], "batch_norm": "batch", "forward_batch": "whole",
-        "algorithm": "maml", "adapted_layers": ["conv1", "conv2", "head"], "inner_steps": steps,
-        "inner_lr": inner_lr, "ways": ways, "shots": shots, "queries": queries, "dataset": "toy",
+        "format": "adaptation-snapshot",
+        "version": 1,
+        "model": spec,
+        "meta_weights": "meta.safetensors",
+        "layers": ["conv1", "conv2", "head"],
+        "batch_norm": "batch",
+        "forward_batch": "whole",
+        "algorithm": "maml",
+        "adapted_layers": ["conv1", "conv2", "head"],
+        "inner_steps": steps,
+        "inner_lr": inner_lr,
+        "ways": ways,
+        "shots": shots,
+        "queries": queries,
+        "dataset": "toy",
         "tasks": entries,
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))

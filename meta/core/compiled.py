@@ -33,6 +33,7 @@ one core (a C++ compiler is needed); a cached one loads in seconds. CPUs only.
 Why: on the project's CPUs the per-task operations of a 5-image support set are too small for
 their per-call cost, and fusing them is what the other paths cannot do (benchmarks/README.md).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,16 +42,16 @@ import os
 import subprocess
 import sys
 import weakref
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from meta.data.cache import cache_root
 from meta.core.inner import InnerLoop, inner_loop, module_forward, task_accuracies, task_losses
 from meta.core.models import Conv4, Variant, images_layout
+from meta.data.cache import cache_root
 
 __all__ = ["TaskProgram", "cache_dir", "compiled_task_program", "graph_inputs", "task_meta_gradient"]
 
@@ -102,7 +103,13 @@ def task_meta_gradient(
     loss = task_losses(logits, query_y)
     grads = torch.autograd.grad(loss * scale, list(leaves.values()), allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves.values(), grads)]
-    return grads, loss.detach(), task_accuracies(logits, query_y), adapted.support_loss_before, adapted.support_accuracy_before
+    return (
+        grads,
+        loss.detach(),
+        task_accuracies(logits, query_y),
+        adapted.support_loss_before,
+        adapted.support_accuracy_before,
+    )
 
 
 def graph_inputs(task: Sequence[Tensor]) -> tuple[Tensor, ...]:
@@ -122,18 +129,24 @@ class TaskProgram:
 
     def __init__(self, model: nn.Module, inner: InnerLoop, scale: float, example: Sequence[Tensor]) -> None:
         if any(t.device.type != "cpu" for t in (*model.parameters(), *example)):
-            raise ValueError("the 'compiled' path runs on CPUs; use path 'hybrid', 'grouped' or 'loop' on other devices")
+            raise ValueError(
+                "the 'compiled' path runs on CPUs; use path 'hybrid', 'grouped' or 'loop' on other devices"
+            )
         buffers = [name for name, _ in model.named_buffers()]
         if buffers:
-            raise ValueError(f"the 'compiled' path needs a model without buffers (their values would be fixed "
-                             f"into the compiled program); this one has {buffers}")
+            raise ValueError(
+                f"the 'compiled' path needs a model without buffers (their values would be fixed "
+                f"into the compiled program); this one has {buffers}"
+            )
         self.package = build_package(model, inner, scale, example)
         # run_single_threaded: the calling thread runs the program (no runner pool, no locks;
         # measured 1.69x the baseline against 1.51x with the pool)
         self._runner = torch._C._aoti.AOTIModelPackageLoader(str(self.package), "model", True, 1, -1)
         self._params = sum(1 for _ in model.parameters())
 
-    def __call__(self, params: Sequence[Tensor], task: Sequence[Tensor]) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]:
+    def __call__(
+        self, params: Sequence[Tensor], task: Sequence[Tensor]
+    ) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]:
         outputs = self._runner.run([*params, *graph_inputs(task)])
         grads, (loss, accuracy, loss_before, accuracy_before) = outputs[: self._params], outputs[self._params :]
         return grads, loss, accuracy, loss_before, accuracy_before
@@ -146,10 +159,15 @@ def build_package(model: nn.Module, inner: InnerLoop, scale: float, example: Seq
     (:func:`_spec`: the conv4's recipe, the inner loop, the inputs' shapes, strides and
     dtypes), imports what this process can (same ``sys.path``) and uses its thread count."""
     spec = json.dumps(_spec(model, inner, scale, graph_inputs(example)))
-    print(f"meta: compiling the meta-gradient for tasks of shape {_shape_text(example)} "
-          "(about a minute on one core, once per graph and machine; cached)", file=sys.stderr)
+    print(
+        f"meta: compiling the meta-gradient for tasks of shape {_shape_text(example)} "
+        "(about a minute on one core, once per graph and machine; cached)",
+        file=sys.stderr,
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    done = subprocess.run([sys.executable, "-m", "meta.core.compiled", spec], env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "meta.core.compiled", spec], env=env, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
         raise RuntimeError(
@@ -167,16 +185,26 @@ def _spec(model: nn.Module, inner: InnerLoop, scale: float, inputs: Sequence[Ten
     :class:`meta.core.models.Conv4` itself can be described so (ValueError otherwise: use another
     path for other models)."""
     if type(model) is not Conv4:
-        raise ValueError(f"the 'compiled' path compiles meta.core.models.Conv4 models, not {type(model).__name__}; "
-                         "use path 'hybrid' or 'loop' for other models")
+        raise ValueError(
+            f"the 'compiled' path compiles meta.core.models.Conv4 models, not {type(model).__name__}; "
+            "use path 'hybrid' or 'loop' for other models"
+        )
     return {
-        "conv4": {"ways": model.ways, "in_channels": model.conv1.conv.in_channels, "variant": asdict(model.variant),
-                  "batch_norm": model.batch_norm},
+        "conv4": {
+            "ways": model.ways,
+            "in_channels": model.conv1.conv.in_channels,
+            "variant": asdict(model.variant),
+            "batch_norm": model.batch_norm,
+        },
         "params": [[name, list(p.shape)] for name, p in model.named_parameters()],
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "inner": inner.as_dict(),
-        "scale": float(scale), "threads": torch.get_num_threads(),
-        "inputs": [{"shape": list(t.shape), "stride": list(t.stride()), "dtype": str(t.dtype).removeprefix("torch.")} for t in inputs],
+        "scale": float(scale),
+        "threads": torch.get_num_threads(),
+        "inputs": [
+            {"shape": list(t.shape), "stride": list(t.stride()), "dtype": str(t.dtype).removeprefix("torch.")}
+            for t in inputs
+        ],
     }
 
 
@@ -210,7 +238,10 @@ def _graph_key(graph: torch.fx.GraphModule, threads: int) -> str:
     inputs, torch's version, the thread count the kernels are generated for, and
     :data:`_FORMAT`."""
     nodes = graph.graph.nodes
-    inputs = [(tuple(v.shape), tuple(v.stride()), str(v.dtype)) for v in (n.meta["val"] for n in nodes if n.op == "placeholder")]
+    inputs = [
+        (tuple(v.shape), tuple(v.stride()), str(v.dtype))
+        for v in (n.meta["val"] for n in nodes if n.op == "placeholder")
+    ]
     digest = hashlib.sha256(repr((graph.code, inputs, torch.__version__, threads, _FORMAT)).encode())
     for node in nodes:
         if node.op == "get_attr":
@@ -225,18 +256,24 @@ def _build(spec: dict) -> Path:
 
     torch.set_num_threads(spec["threads"])
     recipe, dtype = spec["conv4"], getattr(torch, spec["dtype"])
-    model = Conv4(recipe["ways"], recipe["in_channels"], Variant(**recipe["variant"]), recipe["batch_norm"], head_init="xavier").to(dtype)
+    model = Conv4(
+        recipe["ways"], recipe["in_channels"], Variant(**recipe["variant"]), recipe["batch_norm"], head_init="xavier"
+    ).to(dtype)
     inner = InnerLoop.from_dict(spec["inner"])
     names = [k for k, _ in model.named_parameters()]
     rebuilt = [[name, list(p.shape)] for name, p in model.named_parameters()]
     if rebuilt != spec["params"]:
-        raise ValueError(f"the model's parameters {spec['params']} are not those of the conv4 its recipe builds: {rebuilt}")
+        raise ValueError(
+            f"the model's parameters {spec['params']} are not those of the conv4 its recipe builds: {rebuilt}"
+        )
 
     def program(params, support_x, support_y, query_x, query_y):
         return task_meta_gradient(model, names, inner, spec["scale"], params, support_x, support_y, query_x, query_y)
 
     params = [p.detach() for p in model.parameters()]
-    example = [torch.empty_strided(i["shape"], i["stride"], dtype=getattr(torch, i["dtype"])).zero_() for i in spec["inputs"]]
+    example = [
+        torch.empty_strided(i["shape"], i["stride"], dtype=getattr(torch, i["dtype"])).zero_() for i in spec["inputs"]
+    ]
     graph = make_fx(program, tracing_mode="fake")(params, *example)
     path = cache_dir() / f"{_graph_key(graph, spec['threads'])}.pt2"
     if not path.is_file():

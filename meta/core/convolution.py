@@ -26,6 +26,7 @@ chunk of 4 tasks, with its backward, is about 8% faster; for ``groups == 1`` tor
 backward is faster (``path="loop"`` 5% slower with :func:`conv2d`), so
 :func:`meta.core.models.conv3x3` uses it for grouped convolutions only.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,7 +37,9 @@ from torch.autograd import Function
 __all__ = ["conv2d"]
 
 
-def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1, padding: int = 0, groups: int = 1) -> Tensor:
+def conv2d(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1, padding: int = 0, groups: int = 1
+) -> Tensor:
     """``F.conv2d(x, weight, bias, stride, padding, groups=groups)`` (dilation 1), differentiable
     to any order through the kernels of the module docstring.
 
@@ -52,7 +55,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
     return y if bias is None else y + bias.view(1, -1, 1, 1)
 
 
-def _output_padding(size: tuple[int, ...], out: tuple[int, ...], kernel: tuple[int, ...], stride: int, padding: int) -> tuple[int, ...]:
+def _output_padding(
+    size: tuple[int, ...], out: tuple[int, ...], kernel: tuple[int, ...], stride: int, padding: int
+) -> tuple[int, ...]:
     """The ``output_padding`` that makes a transposed convolution of a map of side ``out`` give
     back side ``size`` (a strided convolution maps several input sides to one output side)."""
     return tuple(s - ((o - 1) * stride - 2 * padding + k) for s, o, k in zip(size, out, kernel))

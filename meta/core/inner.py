@@ -32,10 +32,12 @@ convolutions). The support loss it differentiates is the *sum over tasks* of eac
 loss, so every task's gradient is its own: the adapted layers' parameters must then be given per
 task (e.g. ``p.expand(T, *p.shape)``), the frozen ones may stay shared.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -83,8 +85,13 @@ class InnerLoop:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: every field, ``adapt`` as a sorted list (or ``None``)."""
-        return {"steps": self.steps, "lr": self.lr, "adapt": None if self.adapt is None else sorted(self.adapt),
-                "first_order": self.first_order, "adapt_norm": self.adapt_norm}
+        return {
+            "steps": self.steps,
+            "lr": self.lr,
+            "adapt": None if self.adapt is None else sorted(self.adapt),
+            "first_order": self.first_order,
+            "adapt_norm": self.adapt_norm,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InnerLoop:

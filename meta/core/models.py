@@ -39,10 +39,11 @@ penultimate feature matrix ``(n, feature_dim)`` (conv4's feature map averaged or
 which is also what the ``head`` stage takes. ``model.features(x)`` is the body alone. The
 *modules* ``conv1``..``conv4`` output feature maps ``(n, C, h, w)`` (what forward hooks see).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -113,9 +114,7 @@ def _fold_pays(x: Tensor, weight: Tensor, groups: int) -> bool:
     return patch <= FOLD_MAX_PATCH_FRACTION * (weight.shape[0] // groups) and x.shape[0] * groups >= FOLD_MIN_BATCH
 
 
-def conv_batch_norm_folded(
-    x: Tensor, weight: Tensor, norm_shift: Tensor, *, stride: int, groups: int = 1
-) -> Tensor:
+def conv_batch_norm_folded(x: Tensor, weight: Tensor, norm_shift: Tensor, *, stride: int, groups: int = 1) -> Tensor:
     """``batch_norm(conv2d(x, weight))`` with batch statistics, as one convolution with folded
     weights and bias.
 
@@ -314,8 +313,13 @@ class Conv4(nn.Module):
             key: params[f"{name}.{key}"].flatten(0, 1) if f"{name}.{key}" in params else None for key in _BLOCK_KEYS
         }
         return block_forward(
-            x, flat["conv.weight"], flat["conv.bias"], flat["norm.bias"],
-            stride=block.stride, pool=block.pool, groups=tasks,
+            x,
+            flat["conv.weight"],
+            flat["conv.bias"],
+            flat["norm.bias"],
+            stride=block.stride,
+            pool=block.pool,
+            groups=tasks,
         )
 
 

@@ -16,6 +16,7 @@ passes (as in the inner loop and in the original MAML code, where the support an
 are never concatenated), so a query's features never depend on the support set's statistics or
 vice versa.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,7 @@ def nil_log_probs(support_features: Tensor, support_y: Tensor, query_features: T
     """
     if support_features.shape[-1] != query_features.shape[-1]:
         raise ValueError(
-            f"support features have {support_features.shape[-1]} dimensions, query features"
-            f" {query_features.shape[-1]}"
+            f"support features have {support_features.shape[-1]} dimensions, query features {query_features.shape[-1]}"
         )
     if support_y.shape != support_features.shape[:-1]:
         raise ValueError(

@@ -35,7 +35,16 @@ import torch
 from torch import Tensor, nn
 
 from meta.core.compiled import compiled_task_program
-from meta.core.inner import Adapted, InnerLoop, Params, inner_loop, module_forward, task_accuracies, task_batch_forward, task_losses
+from meta.core.inner import (
+    Adapted,
+    InnerLoop,
+    Params,
+    inner_loop,
+    module_forward,
+    task_accuracies,
+    task_batch_forward,
+    task_losses,
+)
 from meta.core.tasks import TaskBatch, as_tasks, mean_metrics
 from meta.validation import check_choice, check_int
 
@@ -88,7 +97,9 @@ def meta_gradient(
     check_choice("path", path, PATHS)
     chunk, loop_from = check_int("chunk", chunk, minimum=1), check_int("loop_from", loop_from, minimum=1)
     tasks = as_tasks(batch)
-    run_part = {"loop": _loop_task, "grouped": _grouped_chunk, "hybrid": _hybrid_chunk, "compiled": _compiled_task}[path]
+    run_part = {"loop": _loop_task, "grouped": _grouped_chunk, "hybrid": _hybrid_chunk, "compiled": _compiled_task}[
+        path
+    ]
     size = 1 if path in ("loop", "compiled") else chunk
     metrics: dict[str, list[Tensor]] = {k: [] for k in _PART_METRICS}
     for start in range(0, len(tasks), size):

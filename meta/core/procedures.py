@@ -50,16 +50,20 @@ def evaluate_task(model: nn.Module, episode: Any, inner: InnerLoop, *, record_st
     """
     params = dict(model.named_parameters())
     adapted = inner_loop(
-        module_forward(model), params, tuple(model.layers), episode.support_x, episode.support_y, inner,
-        meta_grad=False, record_steps=record_steps,
+        module_forward(model),
+        params,
+        tuple(model.layers),
+        episode.support_x,
+        episode.support_y,
+        inner,
+        meta_grad=False,
+        record_steps=record_steps,
     )
     with torch.no_grad():
         logits = adapted.query_forward(episode.query_x)
         loss = task_losses(logits, episode.query_y)
         accuracy = task_accuracies(logits, episode.query_y)
     return TaskResult(float(accuracy), float(loss), adapted.steps)
-
-
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,13 @@ class Procedure:
         if self.inner is None:
             return {"kind": "nil"}
         adapted = self.inner.adapted_layers(layers)
-        return {"kind": "inner", "steps": self.inner.steps, "lr": self.inner.lr, "adapted_layers": list(adapted),
-                "frozen_layers": [name for name in layers if name not in adapted]}
+        return {
+            "kind": "inner",
+            "steps": self.inner.steps,
+            "lr": self.inner.lr,
+            "adapted_layers": list(adapted),
+            "frozen_layers": [name for name in layers if name not in adapted],
+        }
 
     def tag(self) -> str:
         """Short name for file names, e.g. ``nil`` or ``inner-10steps-frozen-conv1+conv2``."""

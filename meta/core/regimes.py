@@ -61,8 +61,6 @@ class Regime(Protocol):
     def config(self) -> dict[str, Any]: ...
 
 
-
-
 class _Episodic:
     """Shared by the regimes that train on meta-batches of tasks from an ``EpisodeSampler``."""
 
@@ -208,7 +206,8 @@ class Multiclass:
         logits = model(x)
         if logits.shape[-1] <= int(y.max()):
             raise ValueError(
-                f"multiclass training needs a head over all classes: got {logits.shape[-1]} outputs for class {int(y.max())}"
+                "multiclass training needs a head over all classes:"
+                f" got {logits.shape[-1]} outputs for class {int(y.max())}"
             )
         loss = F.cross_entropy(logits, y)
         loss.backward()

@@ -1,4 +1,5 @@
 """Few-shot data: Omniglot, miniImageNet and the built-in glyphs set, served as episodes."""
+
 from meta.data.base import FewShotSplit
 from meta.data.cache import DatasetError, cache_root
 from meta.data.episodes import (

@@ -1,11 +1,11 @@
 """The in-memory form every few-shot data set takes: one split of classes as a uint8 array."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 
 #: The splits every data set has (Omniglot's Lake protocol has no "val": it says so).
 SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -14,6 +14,7 @@ Cache folder: the ``cache_dir`` argument, else ``$FEATURE_REUSE_CACHE``, else
 
 Also here, shared by every reader: :class:`DatasetError` and :func:`check_image_size`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,9 @@ import json
 import os
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -20,6 +20,7 @@ Tensors are laid out class-major: support row ``j * K + k`` is shot ``k`` of lab
 row ``j * Q + q`` is query ``q`` of label ``j``. Images are ``uint8 / 255`` as float32 in
 ``[0, 1]``, optionally normalised per channel, ``(x - mean[c]) / std[c]``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -111,8 +112,12 @@ class EpisodeBatch:
     def __getitem__(self, t: int) -> Episode:
         """Task ``t`` of the batch (views, no copy)."""
         return Episode(
-            self.support_x[t], self.support_y[t], self.query_x[t], self.query_y[t],
-            self.classes[t], int(self.indices[t]),
+            self.support_x[t],
+            self.support_y[t],
+            self.query_x[t],
+            self.query_y[t],
+            self.classes[t],
+            int(self.indices[t]),
         )
 
     def __iter__(self) -> Iterator[Episode]:
@@ -153,7 +158,9 @@ def _smallest(u: np.ndarray, count: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=-1)
 
 
-def draw_task(seed: int, index: int, n_classes: int, n_per_class: int, ways: int, examples: int) -> tuple[np.ndarray, np.ndarray]:
+def draw_task(
+    seed: int, index: int, n_classes: int, n_per_class: int, ways: int, examples: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Classes ``(ways,)`` and example indices ``(ways, examples)`` of task ``index`` (see the
     module docstring for the exact procedure)."""
     rng = task_rng(seed, index)

@@ -52,6 +52,7 @@ not depend on which other characters are generated. The result is cached as one 
 (:mod:`meta.data.cache`, written atomically; a corrupt or stale entry is rebuilt) whose key holds
 the seed, :data:`GENERATOR_VERSION` and a SHA-256 of the font files and the FreeType version.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,10 +60,11 @@ import json
 import os
 import re
 import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -132,7 +134,11 @@ ALPHABETS: tuple[Alphabet, ...] = (
     Alphabet("Greek Extended", "train", ((0x1F00, 0x1FFF),)),
     Alphabet("IPA and Phonetic", "train", ((0x250, 0x2FF), (0x1D00, 0x1DBF))),
     Alphabet("Mathematical Script and Double-Struck", "train", ((0x1D49C, 0x1D59F),)),
-    Alphabet("Punctuation", "train", ((0x21, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E), (0xA1, 0xBF), (0x2000, 0x206F), (0x2E00, 0x2E7F))),
+    Alphabet(
+        "Punctuation",
+        "train",
+        ((0x21, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E), (0xA1, 0xBF), (0x2000, 0x206F), (0x2E00, 0x2E7F)),
+    ),
     Alphabet("Currency", "val", ((0x20A0, 0x20CF),)),
     Alphabet("Letterlike Symbols", "train", ((0x2100, 0x218F),)),
     Alphabet("Arrows", "train", ((0x2190, 0x21FF), (0x27F0, 0x27FF), (0x2900, 0x297F), (0x2B00, 0x2BFF))),
@@ -572,7 +578,11 @@ def _info(characters: Sequence[_Character], seed: int) -> dict[str, Any]:
         "duplicate_threshold": DUPLICATE_THRESHOLD,
         "max_chars_per_alphabet": MAX_CHARS_PER_ALPHABET,
         "distortion": asdict(DISTORTION),
-        "alphabet_sizes": {a.name: sum(c.alphabet is a for c in characters) for a in ALPHABETS if any(c.alphabet is a for c in characters)},
+        "alphabet_sizes": {
+            a.name: sum(c.alphabet is a for c in characters)
+            for a in ALPHABETS
+            if any(c.alphabet is a for c in characters)
+        },
         "split_alphabets": {split: sorted({c.alphabet.name for c in chars}) for split, chars in per_split.items()},
         "split_fractions": {split: len(chars) / total if total else 0.0 for split, chars in per_split.items()},
         "mean_faces_per_class": float(np.mean([len(c.faces) for c in characters])) if total else 0.0,

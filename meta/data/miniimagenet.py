@@ -26,6 +26,7 @@ images in [0, 1]) are the ones commonly used for miniImageNet (Lee et al. 2019, 
 Tian et al. 2020): ``[120.39586422, 115.59361427, 104.54012653] / 255`` and
 ``[70.68188272, 68.27635443, 72.54505529] / 255``. MAML and ANIL use no normalisation.
 """
+
 from __future__ import annotations
 
 import _codecs
@@ -51,9 +52,11 @@ from meta.data.cache import (
 )
 
 try:
-    from numpy._core import multiarray as _multiarray, numeric as _numeric
+    from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
 except ImportError:  # numpy < 2
-    from numpy.core import multiarray as _multiarray, numeric as _numeric
+    from numpy.core import multiarray as _multiarray
+    from numpy.core import numeric as _numeric
 
 PROTOCOLS = ("ravi",)
 DEFAULT_IMAGE_SIZE = 84

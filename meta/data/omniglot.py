@@ -41,6 +41,7 @@ rotations, and no validation split (asking for ``"val"`` raises; use ``"lake-val
 (every sixth in sorted order, starting from the sixth; 158 characters) are held out as the
 validation split and train keeps the other 25 (806 characters).
 """
+
 from __future__ import annotations
 
 import io
@@ -82,28 +83,68 @@ ROTATIONS = (0, 90, 180, 270)
 #: Number of characters of each alphabet in the official archives.
 OFFICIAL_ALPHABETS: dict[str, dict[str, int]] = {
     "background": {
-        "Alphabet_of_the_Magi": 20, "Anglo-Saxon_Futhorc": 29, "Arcadian": 26, "Armenian": 41,
-        "Asomtavruli_(Georgian)": 40, "Balinese": 24, "Bengali": 46,
-        "Blackfoot_(Canadian_Aboriginal_Syllabics)": 14, "Braille": 26, "Burmese_(Myanmar)": 34,
-        "Cyrillic": 33, "Early_Aramaic": 22, "Futurama": 26, "Grantha": 43, "Greek": 24,
-        "Gujarati": 48, "Hebrew": 22, "Inuktitut_(Canadian_Aboriginal_Syllabics)": 16,
-        "Japanese_(hiragana)": 52, "Japanese_(katakana)": 47, "Korean": 40, "Latin": 26,
-        "Malay_(Jawi_-_Arabic)": 40, "Mkhedruli_(Georgian)": 41, "N_Ko": 33,
-        "Ojibwe_(Canadian_Aboriginal_Syllabics)": 14, "Sanskrit": 42, "Syriac_(Estrangelo)": 23,
-        "Tagalog": 17, "Tifinagh": 55,
+        "Alphabet_of_the_Magi": 20,
+        "Anglo-Saxon_Futhorc": 29,
+        "Arcadian": 26,
+        "Armenian": 41,
+        "Asomtavruli_(Georgian)": 40,
+        "Balinese": 24,
+        "Bengali": 46,
+        "Blackfoot_(Canadian_Aboriginal_Syllabics)": 14,
+        "Braille": 26,
+        "Burmese_(Myanmar)": 34,
+        "Cyrillic": 33,
+        "Early_Aramaic": 22,
+        "Futurama": 26,
+        "Grantha": 43,
+        "Greek": 24,
+        "Gujarati": 48,
+        "Hebrew": 22,
+        "Inuktitut_(Canadian_Aboriginal_Syllabics)": 16,
+        "Japanese_(hiragana)": 52,
+        "Japanese_(katakana)": 47,
+        "Korean": 40,
+        "Latin": 26,
+        "Malay_(Jawi_-_Arabic)": 40,
+        "Mkhedruli_(Georgian)": 41,
+        "N_Ko": 33,
+        "Ojibwe_(Canadian_Aboriginal_Syllabics)": 14,
+        "Sanskrit": 42,
+        "Syriac_(Estrangelo)": 23,
+        "Tagalog": 17,
+        "Tifinagh": 55,
     },
     "evaluation": {
-        "Angelic": 20, "Atemayar_Qelisayer": 26, "Atlantean": 26, "Aurek-Besh": 26, "Avesta": 26,
-        "Ge_ez": 26, "Glagolitic": 45, "Gurmukhi": 45, "Kannada": 41, "Keble": 26,
-        "Malayalam": 47, "Manipuri": 40, "Mongolian": 30, "Old_Church_Slavonic_(Cyrillic)": 45,
-        "Oriya": 46, "Sylheti": 28, "Syriac_(Serto)": 23, "Tengwar": 25, "Tibetan": 42, "ULOG": 26,
+        "Angelic": 20,
+        "Atemayar_Qelisayer": 26,
+        "Atlantean": 26,
+        "Aurek-Besh": 26,
+        "Avesta": 26,
+        "Ge_ez": 26,
+        "Glagolitic": 45,
+        "Gurmukhi": 45,
+        "Kannada": 41,
+        "Keble": 26,
+        "Malayalam": 47,
+        "Manipuri": 40,
+        "Mongolian": 30,
+        "Old_Church_Slavonic_(Cyrillic)": 45,
+        "Oriya": 46,
+        "Sylheti": 28,
+        "Syriac_(Serto)": 23,
+        "Tengwar": 25,
+        "Tibetan": 42,
+        "ULOG": 26,
     },
 }
 
 #: Background alphabets held out for validation by the ``"lake-val"`` protocol.
 LAKE_VAL_ALPHABETS = (
-    "Balinese", "Early_Aramaic", "Inuktitut_(Canadian_Aboriginal_Syllabics)",
-    "Mkhedruli_(Georgian)", "Tifinagh",
+    "Balinese",
+    "Early_Aramaic",
+    "Inuktitut_(Canadian_Aboriginal_Syllabics)",
+    "Mkhedruli_(Georgian)",
+    "Tifinagh",
 )
 
 
@@ -141,9 +182,7 @@ class _ArchiveReader:
         elif folder.is_dir():
             self.path, self.is_zip = folder, False
         else:
-            raise DatasetError(
-                f"Omniglot {part} set not found: neither {zip_path} nor the folder {folder} exists"
-            )
+            raise DatasetError(f"Omniglot {part} set not found: neither {zip_path} nor the folder {folder} exists")
 
     def __enter__(self) -> _ArchiveReader:
         return self
@@ -157,16 +196,14 @@ class _ArchiveReader:
         try:
             return zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, OSError, EOFError) as error:
-            raise DatasetError(
-                f"{self.path} is not a readable zip archive (truncated or corrupt?): {error}"
-            ) from error
+            raise DatasetError(f"{self.path} is not a readable zip archive (truncated or corrupt?): {error}") from error
 
     @cached_property
     def png_members(self) -> list[str]:
         """Every ``.png`` below ``images_<part>/``, as ``"<alphabet>/<character>/<drawing>.png"``."""
         if self.is_zip:
             prefix = self.folder_name + "/"
-            names = [n[len(prefix):] for n in self._zip.namelist() if n.startswith(prefix)]
+            names = [n[len(prefix) :] for n in self._zip.namelist() if n.startswith(prefix)]
         else:
             names = [
                 Path(dirpath, name).relative_to(self.path).as_posix()
@@ -212,8 +249,7 @@ def group_drawings(members: list[str], source: str, part: str) -> dict[str, list
     for character, files in drawings.items():
         if len(files) != DRAWINGS_PER_CHARACTER:
             raise DatasetError(
-                f"{source}: character {character} has {len(files)} drawings, expected"
-                f" {DRAWINGS_PER_CHARACTER}"
+                f"{source}: character {character} has {len(files)} drawings, expected {DRAWINGS_PER_CHARACTER}"
             )
     return dict(sorted(drawings.items(), key=lambda item: tuple(item[0].split("/"))))
 
@@ -233,9 +269,7 @@ def _check_alphabets(drawings: dict[str, list[str]], source: str, part: str) -> 
         )
     for alphabet, count in found.items():
         if count != expected[alphabet]:
-            raise DatasetError(
-                f"{source}: alphabet {alphabet} has {count} characters, expected {expected[alphabet]}"
-            )
+            raise DatasetError(f"{source}: alphabet {alphabet} has {count} characters, expected {expected[alphabet]}")
 
 
 def nearest_indices(size: int, native: int = NATIVE_SIZE) -> np.ndarray:
@@ -265,9 +299,7 @@ def decode_drawing(data: bytes, where: str, rows: np.ndarray) -> np.ndarray:
     return ~pixels[np.ix_(rows, rows)]
 
 
-def _decode_part(
-    reader: _ArchiveReader, drawings: dict[str, list[str]], image_size: int, progress: bool
-) -> np.ndarray:
+def _decode_part(reader: _ArchiveReader, drawings: dict[str, list[str]], image_size: int, progress: bool) -> np.ndarray:
     """Decode every drawing into uint8 ``(n_characters, 20, 1, S, S)``, ink 255."""
     rows = nearest_indices(image_size)
     images = np.zeros((len(drawings), DRAWINGS_PER_CHARACTER, 1, image_size, image_size), np.uint8)

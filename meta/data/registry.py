@@ -11,6 +11,7 @@
 
 Imports: :mod:`meta.data` only.
 """
+
 from __future__ import annotations
 
 import os

@@ -14,7 +14,6 @@ import numpy as np
 
 from meta.data.base import SPLITS, FewShotSplit
 
-
 SYNTHETIC_CLASSES = {"train": 48, "val": 16, "test": 16}
 SYNTHETIC_PER_CLASS = 20
 
@@ -29,11 +28,20 @@ def synthetic_split(split: str, *, image_size: int = 28, seed: int = 0) -> FewSh
     if image_size < 7:
         raise ValueError(f"synthetic images need image_size >= 7, got {image_size}")
     index = SPLITS.index(split)
-    images = np.stack([_synthetic_class(np.random.SeedSequence(seed, spawn_key=(index, c)), image_size)
-                       for c in range(SYNTHETIC_CLASSES[split])])
+    images = np.stack(
+        [
+            _synthetic_class(np.random.SeedSequence(seed, spawn_key=(index, c)), image_size)
+            for c in range(SYNTHETIC_CLASSES[split])
+        ]
+    )
     names = tuple(f"synthetic/{split}/{c:03d}" for c in range(len(images)))
-    return FewShotSplit(f"synthetic/{split}", images, names, ("synthetic",) * len(names),
-                        {"generator": "meta.data.synthetic.synthetic_split", "seed": seed})
+    return FewShotSplit(
+        f"synthetic/{split}",
+        images,
+        names,
+        ("synthetic",) * len(names),
+        {"generator": "meta.data.synthetic.synthetic_split", "seed": seed},
+    )
 
 
 def _synthetic_class(seq: np.random.SeedSequence, size: int) -> np.ndarray:

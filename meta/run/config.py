@@ -35,10 +35,23 @@ ALGORITHMS: tuple[str, ...] = REGIMES
 
 #: Fields that a rerun on an existing run folder may change: length, evaluation, logging,
 #: where the data lives and how fast the machine computes. Everything else must match.
-MUTABLE_FIELDS: frozenset[str] = frozenset({
-    "iterations", "test_inner_lr", "test_inner_steps", "val_every", "val_tasks", "checkpoint_every",
-    "save_at", "log_every", "progress", "device", "threads", "data_root", "cache_dir",
-})
+MUTABLE_FIELDS: frozenset[str] = frozenset(
+    {
+        "iterations",
+        "test_inner_lr",
+        "test_inner_steps",
+        "val_every",
+        "val_tasks",
+        "checkpoint_every",
+        "save_at",
+        "log_every",
+        "progress",
+        "device",
+        "threads",
+        "data_root",
+        "cache_dir",
+    }
+)
 
 
 def _option(help_text: str, default: Any = None, **kwargs: Any) -> Any:
@@ -218,10 +231,16 @@ def resolve(config: RunConfig) -> tuple[RunConfig, PaperDefaults]:
     p = nearest_paper_defaults(config.dataset, config.ways, config.shots)
     variant = config.variant or ("miniimagenet" if config.dataset == "miniimagenet" else "omniglot")
     defaults = {
-        "iterations": p.iterations, "queries": p.queries, "meta_batch_size": p.meta_batch_size, "meta_lr": p.meta_lr,
-        "inner_lr": p.train_inner.lr, "inner_steps": p.train_inner.steps,
-        "test_inner_lr": p.test_inner.lr, "test_inner_steps": p.test_inner.steps,
-        "variant": variant, "path": default_path(variant),
+        "iterations": p.iterations,
+        "queries": p.queries,
+        "meta_batch_size": p.meta_batch_size,
+        "meta_lr": p.meta_lr,
+        "inner_lr": p.train_inner.lr,
+        "inner_steps": p.train_inner.steps,
+        "test_inner_lr": p.test_inner.lr,
+        "test_inner_steps": p.test_inner.steps,
+        "variant": variant,
+        "path": default_path(variant),
     }
     resolved = config.replace(**{k: v for k, v in defaults.items() if getattr(config, k) is None})
     check(resolved)
@@ -231,13 +250,29 @@ def resolve(config: RunConfig) -> tuple[RunConfig, PaperDefaults]:
 def check(config: RunConfig) -> None:
     """ValueError naming the first bad value of ``config`` (``None`` values are allowed)."""
     choices = {
-        "algorithm": ALGORITHMS, "batch_norm": BATCH_NORM_MODES, "path": (*PATHS, None), "variant": (*VARIANTS, None),
+        "algorithm": ALGORITHMS,
+        "batch_norm": BATCH_NORM_MODES,
+        "path": (*PATHS, None),
+        "variant": (*VARIANTS, None),
     }
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name}={getattr(config, name)!r} is not one of {[a for a in allowed if a]}")
-    positive = ("ways", "shots", "iterations", "queries", "meta_batch_size", "batch_size", "chunk", "filters", "image_size",
-                "val_every", "val_tasks", "checkpoint_every", "log_every")
+    positive = (
+        "ways",
+        "shots",
+        "iterations",
+        "queries",
+        "meta_batch_size",
+        "batch_size",
+        "chunk",
+        "filters",
+        "image_size",
+        "val_every",
+        "val_tasks",
+        "checkpoint_every",
+        "log_every",
+    )
     for name in positive:
         value = getattr(config, name)
         if value is not None and value < 1:
@@ -284,14 +319,20 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kind = _field_kind(f.name)
         if kind == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f.metadata["help"])
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=f.metadata["help"]
+            )
         else:
             default = f.default if f.default not in (None, ()) else None
             suffix = "" if default is None else f" (default: {default})"
             choices = {"algorithm": ALGORITHMS, "dataset": DATASETS}.get(f.name)
-            parser.add_argument(flag, default=argparse.SUPPRESS, choices=choices,
-                                metavar=None if choices else f.name.upper(), help=f.metadata["help"] + suffix)
+            parser.add_argument(
+                flag,
+                default=argparse.SUPPRESS,
+                choices=choices,
+                metavar=None if choices else f.name.upper(),
+                help=f.metadata["help"] + suffix,
+            )
 
 
 def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
@@ -309,6 +350,11 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
 def load_run_split(config: RunConfig, split: str, *, progress: bool = True) -> FewShotSplit:
     """One split of the run's data set (:func:`meta.data.load_split`)."""
     return load_split(
-        config.dataset, split, root=config.data_root, protocol=config.protocol, image_size=config.image_size,
-        cache_dir=config.cache_dir, progress=progress,
+        config.dataset,
+        split,
+        root=config.data_root,
+        protocol=config.protocol,
+        image_size=config.image_size,
+        cache_dir=config.cache_dir,
+        progress=progress,
     )

@@ -14,6 +14,7 @@ Three settings matter on the project's CPUs (all measured, see ``benchmarks/READ
   3.8 MB output for 75 images) ten times slower. ``reuse_memory`` raises glibc's mmap and trim
   thresholds (``mallopt``) so that freed blocks stay in the heap and are reused.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -161,8 +161,10 @@ def run_procedure(
         frozen = parse_layers(freeze, "freeze")
         adapt = tuple(name for name in LAYERS if name not in frozen)
     inner = InnerLoop(
-        config.test_inner_steps if steps is None else steps, config.test_inner_lr if lr is None else lr,
-        adapt=frozenset(adapt), adapt_norm=config.adapt_norm,
+        config.test_inner_steps if steps is None else steps,
+        config.test_inner_lr if lr is None else lr,
+        adapt=frozenset(adapt),
+        adapt_norm=config.adapt_norm,
     )
     return Procedure("inner", inner)
 
@@ -224,8 +226,14 @@ class ProcedureResult:
 
     def as_json(self) -> dict[str, Any]:
         s = self.summary
-        row = {"accuracy": s.accuracy, "ci95": s.ci95, "std": s.std, "tasks": s.tasks, "procedure": self.procedure,
-               "per_task": list(self.per_task)}
+        row = {
+            "accuracy": s.accuracy,
+            "ci95": s.ci95,
+            "std": s.std,
+            "tasks": s.tasks,
+            "procedure": self.procedure,
+            "per_task": list(self.per_task),
+        }
         return row if self.frozen is None else {"frozen": self.frozen, **row}
 
     @classmethod
@@ -279,9 +287,19 @@ class Evaluation:
         raise ValueError(f"no row {frozen!r}; rows are {[r.frozen for r in self.rows]}")
 
     def _identity(self) -> dict[str, Any]:
-        return {"run_dir": self.run_dir, "weights": self.weights, "weights_path": self.weights_path,
-                "algorithm": self.algorithm, "seed": self.seed, "dataset": self.dataset, "ways": self.ways,
-                "shots": self.shots, "queries": self.queries, "task_set": self.task_set, "ci95_formula": CI95_FORMULA}
+        return {
+            "run_dir": self.run_dir,
+            "weights": self.weights,
+            "weights_path": self.weights_path,
+            "algorithm": self.algorithm,
+            "seed": self.seed,
+            "dataset": self.dataset,
+            "ways": self.ways,
+            "shots": self.shots,
+            "queries": self.queries,
+            "task_set": self.task_set,
+            "ci95_formula": CI95_FORMULA,
+        }
 
     def as_json(self) -> dict[str, Any]:
         """The JSON of ``RUN_DIR/eval/<name>.json`` (docs/formats.md, "Evaluation result")."""
@@ -294,10 +312,25 @@ class Evaluation:
     def from_json(cls, data: Mapping[str, Any]) -> Evaluation:
         """Inverse of :meth:`as_json`."""
         rows = data["rows"] if data.get("ablation") else [data]
-        keys = ("run_dir", "weights", "weights_path", "algorithm", "seed", "dataset", "ways", "shots", "queries",
-                "task_set", "name")
-        return cls(**{k: data[k] for k in keys}, rows=tuple(ProcedureResult.from_json(r) for r in rows),
-                   ablation=data.get("ablation"), json=data.get("json"))
+        keys = (
+            "run_dir",
+            "weights",
+            "weights_path",
+            "algorithm",
+            "seed",
+            "dataset",
+            "ways",
+            "shots",
+            "queries",
+            "task_set",
+            "name",
+        )
+        return cls(
+            **{k: data[k] for k in keys},
+            rows=tuple(ProcedureResult.from_json(r) for r in rows),
+            ablation=data.get("ablation"),
+            json=data.get("json"),
+        )
 
     @classmethod
     def read(cls, path: str | Path) -> Evaluation:
@@ -366,16 +399,34 @@ def evaluate_run(
     model = run.model(weights, device)
     rows = []
     for label, procedure in settings:
-        accuracies = task_accuracies(model, episodes, procedure, device=device, progress=progress,
-                                     desc=label or "test tasks")
-        rows.append(ProcedureResult(AccuracySummary.of(accuracies), procedure.describe(), tuple(accuracies.tolist()),
-                                    label if ablation else None))
-    name = f"{split}_{_weights_name(weights)}_{tasks}tasks_" + (f"ablation-{ablation}" if ablation else settings[0][1].tag())
+        accuracies = task_accuracies(
+            model, episodes, procedure, device=device, progress=progress, desc=label or "test tasks"
+        )
+        rows.append(
+            ProcedureResult(
+                AccuracySummary.of(accuracies),
+                procedure.describe(),
+                tuple(accuracies.tolist()),
+                label if ablation else None,
+            )
+        )
+    name = f"{split}_{_weights_name(weights)}_{tasks}tasks_" + (
+        f"ablation-{ablation}" if ablation else settings[0][1].tag()
+    )
     result = Evaluation(
-        run_dir=str(run.folder.root), weights=weights, weights_path=str(run.folder.weights(weights)),
-        algorithm=run.config.algorithm, seed=run.config.seed, dataset=split_data.name, ways=run.config.ways,
-        shots=run.config.shots, queries=run.config.queries, task_set=task_set_info(episodes), rows=tuple(rows),
-        name=name, ablation=ablation,
+        run_dir=str(run.folder.root),
+        weights=weights,
+        weights_path=str(run.folder.weights(weights)),
+        algorithm=run.config.algorithm,
+        seed=run.config.seed,
+        dataset=split_data.name,
+        ways=run.config.ways,
+        shots=run.config.shots,
+        queries=run.config.queries,
+        task_set=task_set_info(episodes),
+        rows=tuple(rows),
+        name=name,
+        ablation=ablation,
     )
     if write:
         result = replace(result, json=str(write_json(run.folder.eval_dir / f"{name}.json", result.as_json())))
@@ -403,7 +454,9 @@ def evaluate_runs(run_dirs: Sequence[str | Path], **kwargs: Any) -> SeedEvaluati
         raise ValueError("no run folders given")
     runs = tuple(evaluate_run(run_dir, **kwargs) for run_dir in run_dirs)
     if len({r.task_set["sha256"] for r in runs}) > 1:
-        raise ValueError("the runs were tested on different task sets (different settings or data); compare like with like")
+        raise ValueError(
+            "the runs were tested on different task sets (different settings or data); compare like with like"
+        )
     rows = tuple(
         SeedSummary.of([r.rows[i].summary.accuracy for r in runs], row.frozen) for i, row in enumerate(runs[0].rows)
     )

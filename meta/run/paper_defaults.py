@@ -56,7 +56,14 @@ class PaperDefaults:
 
 def _omniglot(ways: int, shots: int, steps: int, test_steps: int, lr: float, meta_batch_size: int) -> PaperDefaults:
     return PaperDefaults(
-        "omniglot", ways, shots, "omniglot", 1, InnerLoop(steps, lr), InnerLoop(test_steps, lr), meta_batch_size,
+        "omniglot",
+        ways,
+        shots,
+        "omniglot",
+        1,
+        InnerLoop(steps, lr),
+        InnerLoop(test_steps, lr),
+        meta_batch_size,
         iterations=40000,
     )
 

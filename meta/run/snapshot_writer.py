@@ -11,6 +11,7 @@ with the task's support and query tensors. Every file is written atomically and
 (the same head, zero inner steps), ``query_accuracy_after`` the accuracy after the last step
 (fractions).
 """
+
 from __future__ import annotations
 
 import re
@@ -24,13 +25,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from meta.core.inner import InnerLoop
 from meta.core.procedures import evaluate_task
+from meta.data import Episode
+from meta.run.config import load_run_split
+from meta.run.evaluate import LoadedRun, check_head, evaluation_tasks, run_procedure
 from meta.run.state import save_tensors
 from repsim.io import write_json
-from meta.run.config import load_run_split
-from meta.data import Episode
-from meta.run.evaluate import LoadedRun, check_head, evaluation_tasks, run_procedure
-from meta.core.inner import InnerLoop
 
 SNAPSHOT_FORMAT = "adaptation-snapshot"
 SNAPSHOT_VERSION = 1
@@ -65,17 +66,27 @@ def _task_entry(
     folder = f"task_{number:04d}"
     before = evaluate_task(model, episode, replace(inner, steps=0)).accuracy
     result = evaluate_task(model, episode, inner, record_steps=True)
-    inputs = {"support_x": episode.support_x, "support_y": episode.support_y,
-              "query_x": episode.query_x, "query_y": episode.query_y}
+    inputs = {
+        "support_x": episode.support_x,
+        "support_y": episode.support_y,
+        "query_x": episode.query_x,
+        "query_y": episode.query_y,
+    }
     save_tensors(out_dir / folder / "inputs.safetensors", inputs)
     steps = []
     for s, params in enumerate(result.params_per_step or [], start=1):
         path = f"{folder}/step_{s:02d}.safetensors"
         save_tensors(out_dir / path, {**meta_state, **params})
         steps.append(path)
-    return {"id": int(episode.index), "dir": folder, "inputs": f"{folder}/inputs.safetensors", "steps": steps,
-            "classes": [int(c) for c in episode.classes], "query_accuracy_before": before,
-            "query_accuracy_after": result.accuracy}
+    return {
+        "id": int(episode.index),
+        "dir": folder,
+        "inputs": f"{folder}/inputs.safetensors",
+        "steps": steps,
+        "classes": [int(c) for c in episode.classes],
+        "query_accuracy_before": before,
+        "query_accuracy_after": result.accuracy,
+    }
 
 
 def write_snapshot(
@@ -121,7 +132,7 @@ def write_snapshot(
     shapes = {(e.ways, e.shots, e.queries) for e in episodes}
     if len(shapes) != 1:
         raise ValueError(f"the tasks of a snapshot must share ways, shots and queries; got {sorted(shapes)}")
-    (ways, shots, queries), = shapes
+    ((ways, shots, queries),) = shapes
     layer_names = tuple(getattr(model, "layers", ()) if layers is None else layers)
     if not layer_names:
         raise ValueError("pass layers=...: the model has no .layers attribute naming its layers")
@@ -136,7 +147,8 @@ def write_snapshot(
         for number, episode in enumerate(tqdm(episodes, desc="snapshot tasks", unit="task", disable=not progress))
     ]
     manifest = {
-        "format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
+        "format": SNAPSHOT_FORMAT,
+        "version": SNAPSHOT_VERSION,
         "model": {"factory": spec["factory"], "kwargs": dict(spec.get("kwargs", {}))},
         "meta_weights": "meta.safetensors",
         "layers": list(layer_names),
@@ -144,8 +156,11 @@ def write_snapshot(
         "forward_batch": "whole",
         "algorithm": algorithm,
         "adapted_layers": list(inner.adapted_layers(layer_names)),
-        "inner_steps": inner.steps, "inner_lr": inner.lr,
-        "ways": ways, "shots": shots, "queries": queries,
+        "inner_steps": inner.steps,
+        "inner_lr": inner.lr,
+        "ways": ways,
+        "shots": shots,
+        "queries": queries,
         "dataset": dataset,
         **dict(extra or {}),
         "tasks": tasks,
@@ -186,10 +201,23 @@ def snapshot_run(
         raise ValueError(f"task ids must be non-negative and at least one, got {ids}")
     fixed = evaluation_tasks(run.config, split_data, max(ids) + 1)
     model = run.model(weights, device)
-    source = {"run_dir": str(run.folder.root), "weights": weights, "weights_path": str(run.folder.weights(weights)),
-              "seed": run.config.seed}
+    source = {
+        "run_dir": str(run.folder.root),
+        "weights": weights,
+        "weights_path": str(run.folder.weights(weights)),
+        "seed": run.config.seed,
+    }
     return write_snapshot(
-        model, run.info["model"], [fixed[i] for i in ids], procedure.inner, out_dir,
-        layers=run.info["layers"], algorithm=run.config.algorithm, dataset=split_data.name,
-        batch_norm=run.info["batch_norm"], extra={"source": source}, overwrite=overwrite, progress=progress,
+        model,
+        run.info["model"],
+        [fixed[i] for i in ids],
+        procedure.inner,
+        out_dir,
+        layers=run.info["layers"],
+        algorithm=run.config.algorithm,
+        dataset=split_data.name,
+        batch_norm=run.info["batch_norm"],
+        extra={"source": source},
+        overwrite=overwrite,
+        progress=progress,
     )

@@ -18,6 +18,7 @@ including dicts with integer keys and tuples.
 
 Imports: :mod:`repsim.io` (atomic writes) only.
 """
+
 from __future__ import annotations
 
 import base64
@@ -46,7 +47,9 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------- files
 
 
-def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
+def save_tensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> Path:
     """Write ``name -> tensor`` as safetensors, atomically. Tensors are moved to the CPU and made
     contiguous (a copy, so tensors that share storage are accepted)."""
     cpu = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
@@ -61,7 +64,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except safetensors.SafetensorError as err:
         raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {err}") from None
     return tensors, metadata

@@ -30,6 +30,7 @@ Batch norm (recorded in ``config.json``): ``"batch"`` uses the statistics of the
 the inner loop and at test time (the original MAML code); a task's support set and query set are
 separate forward passes.
 """
+
 from __future__ import annotations
 
 import csv
@@ -47,18 +48,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from meta.core.inner import InnerLoop
+from meta.core.names import LAYERS
 from meta.core.regimes import MetaLearning, make_regime
-from meta.run.folder import RUN_FORMAT, RUN_VERSION, RunFolder, remove_stale_temporaries
-from meta.run.state import (
-    capture_rng,
-    load_checkpoint,
-    readable_state,
-    restore_rng,
-    save_checkpoint,
-    save_tensors,
-    seed_everything,
-)
-from repsim.io import read_json, write_json
+from meta.data import EpisodeSampler, FewShotSplit
 from meta.run.config import (
     META_LEARNERS,
     MUTABLE_FIELDS,
@@ -69,13 +62,20 @@ from meta.run.config import (
     load_run_split,
     resolve,
 )
-from meta.data import EpisodeSampler, FewShotSplit
-from meta.run.evaluate import AccuracySummary, evaluation_tasks, run_procedure, task_accuracies
-from meta.core.inner import InnerLoop
-from meta.core.names import LAYERS
 from meta.run.cpu import configure_cpu
+from meta.run.evaluate import AccuracySummary, evaluation_tasks, run_procedure, task_accuracies
+from meta.run.folder import RUN_FORMAT, RUN_VERSION, RunFolder, remove_stale_temporaries
+from meta.run.state import (
+    capture_rng,
+    load_checkpoint,
+    readable_state,
+    restore_rng,
+    save_checkpoint,
+    save_tensors,
+    seed_everything,
+)
+from repsim.io import atomic_write_text, read_json, write_json
 from repsim.weights import build_model
-from repsim.io import atomic_write_text
 
 MODEL_FACTORY = "meta.core.models:conv4"
 BATCH_NORM_SEMANTICS = {
@@ -98,7 +98,10 @@ def model_spec(config: RunConfig, train_split: FewShotSplit) -> dict[str, Any]:
     channels, size, _ = train_split.image_shape
     kwargs: dict[str, Any] = {
         "ways": train_split.n_classes if config.algorithm == "multiclass" else config.ways,
-        "in_channels": channels, "variant": config.variant, "image_size": size, "batch_norm": config.batch_norm,
+        "in_channels": channels,
+        "variant": config.variant,
+        "image_size": size,
+        "batch_norm": config.batch_norm,
     }
     if config.filters is not None:
         kwargs["filters"] = config.filters
@@ -111,12 +114,20 @@ def make_run_regime(config: RunConfig) -> Any:
     if config.algorithm in META_LEARNERS:
         adapt = adapted_layers(config.algorithm, config.freeze_inner)
         inner = InnerLoop(
-            config.inner_steps, config.inner_lr, adapt=None if adapt == LAYERS else frozenset(adapt),
-            first_order=config.algorithm == "fomaml", adapt_norm=config.adapt_norm,
+            config.inner_steps,
+            config.inner_lr,
+            adapt=None if adapt == LAYERS else frozenset(adapt),
+            first_order=config.algorithm == "fomaml",
+            adapt_norm=config.adapt_norm,
         )
         return MetaLearning(inner, config.meta_batch_size, name=config.algorithm, path=config.path, chunk=config.chunk)
-    return make_regime(config.algorithm, meta_batch_size=config.meta_batch_size, batch_size=config.batch_size,
-                       seed=config.seed, path=config.path)
+    return make_regime(
+        config.algorithm,
+        meta_batch_size=config.meta_batch_size,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        path=config.path,
+    )
 
 
 def run_info(
@@ -126,7 +137,8 @@ def run_info(
     procedure = run_procedure(config)
     trained = adapted_layers(config.algorithm, config.freeze_inner) if config.algorithm in META_LEARNERS else ()
     return {
-        "format": RUN_FORMAT, "version": RUN_VERSION,
+        "format": RUN_FORMAT,
+        "version": RUN_VERSION,
         "config": config.as_dict(),
         "preset": {"dataset": preset.dataset, "ways": preset.ways, "shots": preset.shots},
         "model": dict(spec),
@@ -137,8 +149,15 @@ def run_info(
         "batch_norm_semantics": BATCH_NORM_SEMANTICS[config.batch_norm],
         "forward_batch": "whole",
         "regime": regime.config(),
-        "data": {name: {"name": s.name, "classes": s.n_classes, "per_class": s.n_per_class,
-                        "image_shape": list(s.image_shape)} for name, s in splits.items()},
+        "data": {
+            name: {
+                "name": s.name,
+                "classes": s.n_classes,
+                "per_class": s.n_per_class,
+                "image_shape": list(s.image_shape),
+            }
+            for name, s in splits.items()
+        },
         "software": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
         "cpu": cpu.as_dict() if hasattr(cpu, "as_dict") else cpu,
     }
@@ -179,7 +198,11 @@ class MetricsWindow:
     def row(self, iteration: int) -> dict[str, Any]:
         """The means as a ``train`` row (``None`` where not finite), and a fresh window."""
         means = {k: v / self.count for k, v in self.sums.items()}
-        row = {"iteration": iteration, "split": "train", **{k: v if math.isfinite(v) else None for k, v in means.items()}}
+        row = {
+            "iteration": iteration,
+            "split": "train",
+            **{k: v if math.isfinite(v) else None for k, v in means.items()},
+        }
         self.count, self.sums = 0, {}
         return row
 
@@ -243,14 +266,18 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 class Trainer:
     """The training loop of one run folder (see the module docstring); :func:`train` drives it."""
 
-    def __init__(self, config: RunConfig, out_dir: str | Path, splits: Mapping[str, FewShotSplit] | None = None) -> None:
+    def __init__(
+        self, config: RunConfig, out_dir: str | Path, splits: Mapping[str, FewShotSplit] | None = None
+    ) -> None:
         self.config, self.preset = resolve(config)
         self.folder = RunFolder(Path(out_dir))
         _check_rerun(self.folder, self.config)
         c = self.config
         cpu = configure_cpu(threads=c.threads or None)
         self.device = torch.device(c.device)
-        self.splits = dict(splits) if splits else {s: load_run_split(c, s, progress=c.progress) for s in ("train", "val")}
+        self.splits = (
+            dict(splits) if splits else {s: load_run_split(c, s, progress=c.progress) for s in ("train", "val")}
+        )
         self.sampler = EpisodeSampler(self.splits["train"], c.ways, c.shots, c.queries, seed=c.seed)
         self.val_tasks = evaluation_tasks(c, self.splits["val"], c.val_tasks)
         self.regime = make_run_regime(c)
@@ -297,8 +324,11 @@ class Trainer:
             "best": self.state.best,
         }
         save_checkpoint(self.folder.checkpoint, state)
-        write_json(self.folder.checkpoint_info, readable_state({k: v for k, v in state.items() if k != "rng"})
-                   | {"rng": "in checkpoint.safetensors metadata"})
+        write_json(
+            self.folder.checkpoint_info,
+            readable_state({k: v for k, v in state.items() if k != "rng"})
+            | {"rng": "in checkpoint.safetensors metadata"},
+        )
 
     def save_weights(self, path: Path) -> None:
         save_tensors(path, self.model.state_dict(), {"iteration": str(self.state.iteration)})
@@ -317,8 +347,7 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         """Accuracy on the fixed validation tasks; updates ``best.safetensors``."""
-        accuracies = task_accuracies(self.model, self.val_tasks, self.procedure, device=self.device,
-                                     progress=False)
+        accuracies = task_accuracies(self.model, self.val_tasks, self.procedure, device=self.device, progress=False)
         summary = AccuracySummary.of(accuracies)
         k = self.state.iteration
         row = {"iteration": k, "split": "val", "accuracy": summary.accuracy / 100, "ci95": summary.ci95 / 100}
@@ -335,8 +364,13 @@ class Trainer:
         start = self.resume()
         write_json(self.folder.config, self.info)
         c = self.config
-        bar = tqdm(total=c.iterations, initial=start, desc=f"{c.algorithm} {c.ways}-way {c.shots}-shot",
-                   unit="it", disable=not c.progress)
+        bar = tqdm(
+            total=c.iterations,
+            initial=start,
+            desc=f"{c.algorithm} {c.ways}-way {c.shots}-shot",
+            unit="it",
+            disable=not c.progress,
+        )
         postfix: dict[str, str] = {}
         for i in range(start, c.iterations):
             started = time.perf_counter()

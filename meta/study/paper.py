@@ -24,6 +24,7 @@ Figures 2 and 3 have no table: :data:`FIGURE_FINDINGS` states what they show, an
 ``paper_table("figure2_adaptation_similarity")`` holds the only values the text states (bounds:
 conv layers' CCA above 0.9, the head's below 0.5).
 """
+
 from __future__ import annotations
 
 import math
@@ -41,9 +42,7 @@ CITATION = (
     "A. Raghu, M. Raghu, S. Bengio, O. Vinyals. Rapid Learning or Feature Reuse? Towards "
     "Understanding the Effectiveness of MAML. ICLR 2020. arXiv:1909.09157."
 )
-SOURCE_VERSION = (
-    "ICLR 2020 OpenReview submission text (forum rkgMkCEtPB; abstract as arXiv v1, 2019-09-19)"
-)
+SOURCE_VERSION = "ICLR 2020 OpenReview submission text (forum rkgMkCEtPB; abstract as arXiv v1, 2019-09-19)"
 
 _NAN = math.nan
 _SEEDS = 3  # "averaged over three random seeds" (3.2), "three random initializations" (4)
@@ -76,7 +75,8 @@ PROVENANCE: dict[str, Provenance] = {
     p.name: p
     for p in (
         Provenance(
-            "table1_freezing", "Table 1",
+            "table1_freezing",
+            "Table 1",
             "Freezing successive layers (no test-time inner-loop adaptation) does not affect "
             "accuracy, supporting feature reuse: even freezing all four conv layers (all but the "
             "head) of a MAML-trained network hardly changes accuracy.",
@@ -86,7 +86,8 @@ PROVENANCE: dict[str, Provenance] = {
             "runs. The camera-ready Table 1 is said to differ (see MISSING).",
         ),
         Provenance(
-            "table2_anil_vs_maml", "Table 2",
+            "table2_anil_vs_maml",
+            "Table 2",
             "ANIL matches the performance of MAML on few-shot image classification (and RL).",
             "Omniglot 20-way 1-/5-shot, MiniImageNet 5-way 1-/5-shot.",
             "standard deviation over three random initializations (section 4)",
@@ -94,7 +95,8 @@ PROVENANCE: dict[str, Provenance] = {
             "camera-ready version. The RL part of Table 2 is table2_rl().",
         ),
         Provenance(
-            "table3_cross_model_similarity", "Table 3",
+            "table3_cross_model_similarity",
+            "Table 3",
             "MAML and ANIL models learn comparable representations: CCA/CKA similarity averaged "
             "over the network body is the same for MAML-ANIL pairs as for MAML-MAML and ANIL-ANIL "
             "pairs (different random seeds).",
@@ -102,7 +104,8 @@ PROVENANCE: dict[str, Provenance] = {
             "none (single values)",
         ),
         Provenance(
-            "table4_nil", "Table 4",
+            "table4_nil",
+            "Table 4",
             "NIL (no head and no inner loop at test time: cosine similarity of penultimate "
             "features to the support set, on an ANIL-trained body) performs as well as MAML and "
             "ANIL.",
@@ -110,21 +113,24 @@ PROVENANCE: dict[str, Provenance] = {
             "not stated; the MAML and ANIL rows repeat Table 2 (std over three seeds)",
         ),
         Provenance(
-            "table5_body_regimes", "Table 5",
+            "table5_body_regimes",
+            "Table 5",
             "MAML/ANIL training leads to superior features (all bodies tested with NIL); "
             "multitask training is worse even than random features.",
             "MiniImageNet 5-way 1-shot and 5-shot; every body tested with the NIL head.",
             "not stated",
         ),
         Provenance(
-            "figure2_adaptation_similarity", "Figure 2",
+            "figure2_adaptation_similarity",
+            "Figure 2",
             "High CCA/CKA similarity between representations before and after inner-loop "
             "adaptation for all layers except the head.",
             "MAML on MiniImageNet (section 3.2); ways/shots not stated in the main text.",
             "no values: only the bounds stated in section 3.2.2",
         ),
         Provenance(
-            "figure3_early_training", "Figure 3",
+            "figure3_early_training",
+            "Figure 3",
             "Inner-loop updates have little effect on learned representations from early on in "
             "learning (from iteration 10000).",
             "MAML on MiniImageNet 5-way 5-shot, checkpoints at 10000, 20000, 30000 iterations "
@@ -169,62 +175,106 @@ _TABLE2_RL = {
 def _accuracy_row(accuracy: float, pm: float, *, std_is_pm: bool, n_seeds: float = _SEEDS) -> dict:
     """The accuracy columns shared by Tables 1, 2, 4, 5 (percentages)."""
     return {
-        "accuracy": accuracy, "pm": pm, "ci95": _NAN, "std_seeds": pm if std_is_pm else _NAN,
-        "n_seeds": n_seeds, "n_tasks": _NAN,
+        "accuracy": accuracy,
+        "pm": pm,
+        "ci95": _NAN,
+        "std_seeds": pm if std_is_pm else _NAN,
+        "n_seeds": n_seeds,
+        "n_tasks": _NAN,
     }
 
 
 def _table1() -> pd.DataFrame:
-    return pd.DataFrame([
-        {"algorithm": "maml", "dataset": "miniimagenet", "ways": 5, "shots": shots, "frozen": frozen,
-         **_accuracy_row(acc, pm, std_is_pm=False)}
-        for shots, rows in _TABLE1.items()
-        for frozen, (acc, pm) in zip(FROZEN_LABELS, rows)
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "algorithm": "maml",
+                "dataset": "miniimagenet",
+                "ways": 5,
+                "shots": shots,
+                "frozen": frozen,
+                **_accuracy_row(acc, pm, std_is_pm=False),
+            }
+            for shots, rows in _TABLE1.items()
+            for frozen, (acc, pm) in zip(FROZEN_LABELS, rows)
+        ]
+    )
 
 
 def _table2() -> pd.DataFrame:
-    return pd.DataFrame([
-        {"algorithm": algorithm, "dataset": d, "ways": w, "shots": s, **_accuracy_row(acc, pm, std_is_pm=True)}
-        for (d, w, s) in _SETTINGS
-        for algorithm, (acc, pm) in zip(("maml", "anil"), _TABLE4[(d, w, s)][:2])
-    ])
+    return pd.DataFrame(
+        [
+            {"algorithm": algorithm, "dataset": d, "ways": w, "shots": s, **_accuracy_row(acc, pm, std_is_pm=True)}
+            for (d, w, s) in _SETTINGS
+            for algorithm, (acc, pm) in zip(("maml", "anil"), _TABLE4[(d, w, s)][:2])
+        ]
+    )
 
 
 def _table3() -> pd.DataFrame:
-    return pd.DataFrame([
-        {"comparison": comparison, "layer": "body", "measure": measure, "value": value, "std": _NAN,
-         "n_pairs": _NAN, "dataset": None, "ways": _NAN, "shots": _NAN}
-        for comparison, cca, cka in _TABLE3
-        for measure, value in (("cca", cca), ("cka", cka))
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "comparison": comparison,
+                "layer": "body",
+                "measure": measure,
+                "value": value,
+                "std": _NAN,
+                "n_pairs": _NAN,
+                "dataset": None,
+                "ways": _NAN,
+                "shots": _NAN,
+            }
+            for comparison, cca, cka in _TABLE3
+            for measure, value in (("cca", cca), ("cka", cka))
+        ]
+    )
 
 
 def _table4() -> pd.DataFrame:
-    return pd.DataFrame([
-        {"method": method, "dataset": d, "ways": w, "shots": s,
-         **_accuracy_row(acc, pm, std_is_pm=method != "nil", n_seeds=_SEEDS if method != "nil" else _NAN)}
-        for (d, w, s) in _SETTINGS
-        for method, (acc, pm) in zip(("maml", "anil", "nil"), _TABLE4[(d, w, s)])
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "method": method,
+                "dataset": d,
+                "ways": w,
+                "shots": s,
+                **_accuracy_row(acc, pm, std_is_pm=method != "nil", n_seeds=_SEEDS if method != "nil" else _NAN),
+            }
+            for (d, w, s) in _SETTINGS
+            for method, (acc, pm) in zip(("maml", "anil", "nil"), _TABLE4[(d, w, s)])
+        ]
+    )
 
 
 def _table5() -> pd.DataFrame:
-    return pd.DataFrame([
-        {"regime": regime, "test": "nil", "dataset": "miniimagenet", "ways": 5, "shots": shots,
-         **_accuracy_row(acc, pm, std_is_pm=False, n_seeds=_NAN)}
-        for regime, cells in _TABLE5.items()
-        for shots, (acc, pm) in zip((1, 5), cells)
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "regime": regime,
+                "test": "nil",
+                "dataset": "miniimagenet",
+                "ways": 5,
+                "shots": shots,
+                **_accuracy_row(acc, pm, std_is_pm=False, n_seeds=_NAN),
+            }
+            for regime, cells in _TABLE5.items()
+            for shots, (acc, pm) in zip((1, 5), cells)
+        ]
+    )
 
 
 def _figure2() -> pd.DataFrame:
     """The values section 3.2.2 states for Figure 2 (MAML): bounds, not measurements."""
     quote_body = "Representations in the body of the network (the convolutional layers) are highly similar, with CCA similarity scores of >0.9"
     quote_head = "the head of the network, which does change significantly in the inner loop, has a CCA similarity of less than 0.5"
-    rows = [{"algorithm": "maml", "layer": layer, "measure": "cca", "relation": ">", "value": 0.9, "quote": quote_body}
-            for layer in BODY]
-    rows.append({"algorithm": "maml", "layer": "head", "measure": "cca", "relation": "<", "value": 0.5, "quote": quote_head})
+    rows = [
+        {"algorithm": "maml", "layer": layer, "measure": "cca", "relation": ">", "value": 0.9, "quote": quote_body}
+        for layer in BODY
+    ]
+    rows.append(
+        {"algorithm": "maml", "layer": "head", "measure": "cca", "relation": "<", "value": 0.5, "quote": quote_head}
+    )
     frame = pd.DataFrame(rows)
     frame["dataset"], frame["ways"], frame["shots"] = "miniimagenet", 5, _NAN
     return frame
@@ -232,9 +282,15 @@ def _figure2() -> pd.DataFrame:
 
 def _figure3() -> pd.DataFrame:
     """Figure 3's setting (no values are stated): one row per checkpoint iteration."""
-    return pd.DataFrame({
-        "algorithm": "maml", "iteration": [10000, 20000, 30000], "dataset": "miniimagenet", "ways": 5, "shots": 5,
-    })
+    return pd.DataFrame(
+        {
+            "algorithm": "maml",
+            "iteration": [10000, 20000, 30000],
+            "dataset": "miniimagenet",
+            "ways": 5,
+            "shots": 5,
+        }
+    )
 
 
 _BUILDERS = {
@@ -269,11 +325,13 @@ def paper_tables() -> dict[str, pd.DataFrame]:
 def table2_rl() -> pd.DataFrame:
     """Table 2's reinforcement-learning part (average return, higher is better; ``pm`` is the
     standard deviation over three seeds). No CSV of ours has this shape; kept for reference."""
-    return pd.DataFrame([
-        {"algorithm": algorithm, "environment": env, "return": ret, "pm": pm, "n_seeds": _SEEDS}
-        for env, cells in _TABLE2_RL.items()
-        for algorithm, (ret, pm) in zip(("maml", "anil"), cells)
-    ])
+    return pd.DataFrame(
+        [
+            {"algorithm": algorithm, "environment": env, "return": ret, "pm": pm, "n_seeds": _SEEDS}
+            for env, cells in _TABLE2_RL.items()
+            for algorithm, (ret, pm) in zip(("maml", "anil"), cells)
+        ]
+    )
 
 
 #: What the figures show, in the paper's words (summarised); no values beyond those of
@@ -297,23 +355,34 @@ FIGURE_FINDINGS: dict[str, str] = {
 
 #: Numbers the paper reports (or is said to report) that are not given as data here, and why.
 MISSING: tuple[dict[str, str], ...] = (
-    {"what": "Table 1 of the camera-ready version (arXiv v2, ICLR 2020 proceedings)",
-     "why": ("The camera-ready text could not be read through this project's search tools (only "
-             "its first page was stored). Secondary sources quote it as MiniImageNet-5way-1shot "
-             "none 46.9 ± 0.2, conv1 46.5, conv1-2 46.4, conv1-3 46.3, conv1-4 46.3 ± 0.4, and "
-             "5-shot none 63.1 to conv1-4 61.0 (i.e. its 'none' row equals Table 2's MAML); the "
-             "intermediate 5-shot rows and most ± are not quoted. Unverified, so not used: "
-             "Table 1 here is the submission's.")},
-    {"what": "Figure 2 and Figure 3 per-layer values",
-     "why": "The paper shows them only as plots; the text states the bounds kept in "
-            "paper_table('figure2_adaptation_similarity') and nothing for Figure 3."},
-    {"what": "Table 3 setting (data set, ways, shots) and per-layer values",
-     "why": "The main text gives only the body average and does not state the setting "
-            "(details are in appendix C.3, not read)."},
-    {"what": "Appendix tables (B.5 1-shot early-training, C.2/C.3 learning curves and similarity, "
-             "C.5 speed-ups, D.1 MAML/ANIL head vs NIL, D.2 regime similarity)",
-     "why": "The appendix was not part of the text found; only the main text's numbers are given."},
-    {"what": "Number of test tasks behind each accuracy and any 95% confidence interval",
-     "why": "Not stated in the main text; the paper's ± is a standard deviation over seeds "
-            "(Table 2) or unstated."},
+    {
+        "what": "Table 1 of the camera-ready version (arXiv v2, ICLR 2020 proceedings)",
+        "why": (
+            "The camera-ready text could not be read through this project's search tools (only "
+            "its first page was stored). Secondary sources quote it as MiniImageNet-5way-1shot "
+            "none 46.9 ± 0.2, conv1 46.5, conv1-2 46.4, conv1-3 46.3, conv1-4 46.3 ± 0.4, and "
+            "5-shot none 63.1 to conv1-4 61.0 (i.e. its 'none' row equals Table 2's MAML); the "
+            "intermediate 5-shot rows and most ± are not quoted. Unverified, so not used: "
+            "Table 1 here is the submission's."
+        ),
+    },
+    {
+        "what": "Figure 2 and Figure 3 per-layer values",
+        "why": "The paper shows them only as plots; the text states the bounds kept in "
+        "paper_table('figure2_adaptation_similarity') and nothing for Figure 3.",
+    },
+    {
+        "what": "Table 3 setting (data set, ways, shots) and per-layer values",
+        "why": "The main text gives only the body average and does not state the setting "
+        "(details are in appendix C.3, not read).",
+    },
+    {
+        "what": "Appendix tables (B.5 1-shot early-training, C.2/C.3 learning curves and similarity, "
+        "C.5 speed-ups, D.1 MAML/ANIL head vs NIL, D.2 regime similarity)",
+        "why": "The appendix was not part of the text found; only the main text's numbers are given.",
+    },
+    {
+        "what": "Number of test tasks behind each accuracy and any 95% confidence interval",
+        "why": "Not stated in the main text; the paper's ± is a standard deviation over seeds (Table 2) or unstated.",
+    },
 )

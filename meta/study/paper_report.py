@@ -28,6 +28,7 @@ explicit rule with thresholds from :class:`Rules`, on MAML rows as in the paper:
 Each is decided per setting (data set, ways, shots); a finding holds when it holds in every
 measured setting.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,20 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 TABLE_NAMES: tuple[str, ...] = tuple(name for name in COLUMNS if name.startswith("table"))
 FIGURE_NAMES: tuple[str, ...] = tuple(name for name in COLUMNS if name.startswith("figure"))
-_NUMERIC = {"ways", "shots", "iteration", "accuracy", "ci95", "std_seeds", "n_seeds", "n_tasks", "value", "std",
-            "n_pairs", "pm"}
+_NUMERIC = {
+    "ways",
+    "shots",
+    "iteration",
+    "accuracy",
+    "ci95",
+    "std_seeds",
+    "n_seeds",
+    "n_tasks",
+    "value",
+    "std",
+    "n_pairs",
+    "pm",
+}
 _COUNTS = {"ways", "shots", "iteration", "n_seeds", "n_tasks", "n_pairs"}
 
 TITLES: dict[str, str] = {
@@ -89,9 +102,13 @@ ACCURACY_KEYS: dict[str, tuple[str, ...]] = {
 OMNIGLOT_LIKE = frozenset({"glyphs", "synthetic"})
 #: Order of the values of categorical columns (others follow in order of appearance).
 _ORDER = {
-    "layer": paper.LAYERS, "frozen": paper.FROZEN_LABELS, "regime": paper.REGIMES,
-    "algorithm": ("maml", "fomaml", "anil"), "method": ("maml", "anil", "nil"),
-    "comparison": ("maml-maml", "anil-anil", "maml-anil"), "measure": ("cca", "cka"),
+    "layer": paper.LAYERS,
+    "frozen": paper.FROZEN_LABELS,
+    "regime": paper.REGIMES,
+    "algorithm": ("maml", "fomaml", "anil"),
+    "method": ("maml", "anil", "nil"),
+    "comparison": ("maml-maml", "anil-anil", "maml-anil"),
+    "measure": ("cca", "cka"),
 }
 SIMILARITY_MEASURES = ("cca", "cka")
 
@@ -181,8 +198,21 @@ def _ordered(values: Iterable[Any], preferred: Sequence[Any] = ()) -> list[Any]:
 
 
 #: Precedence of the columns rows are sorted by (settings first, then the paper's categories).
-_SORT_BY = ("dataset", "ways", "shots", "comparison", "algorithm", "method", "regime", "test", "iteration", "kind",
-            "measure", "frozen", "layer")
+_SORT_BY = (
+    "dataset",
+    "ways",
+    "shots",
+    "comparison",
+    "algorithm",
+    "method",
+    "regime",
+    "test",
+    "iteration",
+    "kind",
+    "measure",
+    "frozen",
+    "layer",
+)
 
 
 def _rank(column: pd.Series) -> np.ndarray:
@@ -232,8 +262,10 @@ def setting_label(dataset: Any, ways: Any, shots: Any) -> str:
 def _settings(frame: pd.DataFrame) -> list[tuple[tuple[Any, Any, Any], pd.DataFrame]]:
     """``frame`` split by (dataset, ways, shots), in order of appearance."""
     keys = list(dict.fromkeys(zip(frame["dataset"], frame["ways"], frame["shots"])))
-    return [(key, frame[(frame["dataset"] == key[0]) & (frame["ways"] == key[1]) & (frame["shots"] == key[2])])
-            for key in keys]
+    return [
+        (key, frame[(frame["dataset"] == key[0]) & (frame["ways"] == key[1]) & (frame["shots"] == key[2])])
+        for key in keys
+    ]
 
 
 def format_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -247,8 +279,9 @@ def format_frame(frame: pd.DataFrame) -> pd.DataFrame:
         elif column in _NUMERIC:
             shown[column] = [_number(v, digits) for v in shown[column]]
         else:
-            shown[column] = ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
-                             for v in shown[column]]
+            shown[column] = [
+                "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in shown[column]
+            ]
     return shown
 
 
@@ -295,14 +328,16 @@ def _accuracy_comparison(name: str, ours: pd.DataFrame) -> pd.DataFrame:
         same = theirs is not None and relation == "same setting"
         if theirs is None and relation == "same setting":
             relation = "not in the paper"
-        rows.append({
-            **{key: mine[key] for key in keys},
-            "setting": setting_label(mine["dataset"], mine["ways"], mine["shots"]),
-            "ours (± 95% CI)": _pm(mine["accuracy"], mine["ci95"]),
-            "paper (± as stated)": _pm(theirs["accuracy"], theirs["pm"]) if theirs is not None else "",
-            "paper's setting": relation,
-            "ours − paper": f"{mine['accuracy'] - theirs['accuracy']:+.2f}" if same else "",
-        })
+        rows.append(
+            {
+                **{key: mine[key] for key in keys},
+                "setting": setting_label(mine["dataset"], mine["ways"], mine["shots"]),
+                "ours (± 95% CI)": _pm(mine["accuracy"], mine["ci95"]),
+                "paper (± as stated)": _pm(theirs["accuracy"], theirs["pm"]) if theirs is not None else "",
+                "paper's setting": relation,
+                "ours − paper": f"{mine['accuracy'] - theirs['accuracy']:+.2f}" if same else "",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -311,8 +346,12 @@ def body_means(frame: pd.DataFrame, value: str = "value") -> pd.DataFrame:
     algorithm), measure and setting: how the paper's Table 3 reports similarity."""
     group = [c for c in ("comparison", "algorithm", "iteration", "measure", *SHARED) if c in frame.columns]
     body = frame[frame["layer"].isin(paper.BODY)]
-    return (body.groupby(group, sort=False, dropna=False)[value]
-            .agg(["mean", "count"]).rename(columns={"mean": value, "count": "n_layers"}).reset_index())
+    return (
+        body.groupby(group, sort=False, dropna=False)[value]
+        .agg(["mean", "count"])
+        .rename(columns={"mean": value, "count": "n_layers"})
+        .reset_index()
+    )
 
 
 def _table3_comparison(ours: pd.DataFrame) -> pd.DataFrame:
@@ -320,13 +359,16 @@ def _table3_comparison(ours: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for row in _sorted_rows(body_means(ours)).itertuples(index=False):
         theirs = reference[(reference["comparison"] == row.comparison) & (reference["measure"] == row.measure)]
-        rows.append({
-            "comparison": row.comparison, "measure": row.measure,
-            "setting": setting_label(row.dataset, row.ways, row.shots),
-            "ours (mean over body layers)": f"{row.value:.3f} ({row.n_layers} layers)",
-            "paper (body average)": f"{theirs['value'].iloc[0]:.2f}" if not theirs.empty else "",
-            "paper's setting": "not stated in the paper's main text" if not theirs.empty else "not in the paper",
-        })
+        rows.append(
+            {
+                "comparison": row.comparison,
+                "measure": row.measure,
+                "setting": setting_label(row.dataset, row.ways, row.shots),
+                "ours (mean over body layers)": f"{row.value:.3f} ({row.n_layers} layers)",
+                "paper (body average)": f"{theirs['value'].iloc[0]:.2f}" if not theirs.empty else "",
+                "paper's setting": "not stated in the paper's main text" if not theirs.empty else "not in the paper",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -334,21 +376,29 @@ def _figure2_comparison(ours: pd.DataFrame) -> pd.DataFrame:
     bounds = paper.paper_table("figure2_adaptation_similarity")
     rows = []
     for row in _sorted_rows(ours).itertuples(index=False):
-        bound = bounds[(bounds["algorithm"] == row.algorithm) & (bounds["layer"] == row.layer)
-                       & (bounds["measure"] == row.measure)]
+        bound = bounds[
+            (bounds["algorithm"] == row.algorithm) & (bounds["layer"] == row.layer) & (bounds["measure"] == row.measure)
+        ]
         if bound.empty:
             continue
         relation, limit = bound["relation"].iloc[0], float(bound["value"].iloc[0])
         inside = row.value > limit if relation == ">" else row.value < limit
-        rows.append({
-            "algorithm": row.algorithm, "layer": row.layer, "measure": row.measure,
-            "setting": setting_label(row.dataset, row.ways, row.shots),
-            "ours (± 95% CI)": _pm(row.value, row.ci95, 3),
-            "paper (stated in text)": f"{relation} {limit}",
-            "paper's setting": ("MiniImageNet" if row.dataset == "miniimagenet"
-                                else f"reference only: MiniImageNet, a different data set (ours: {row.dataset})"),
-            "ours within the paper's bound": "yes" if inside else "no",
-        })
+        rows.append(
+            {
+                "algorithm": row.algorithm,
+                "layer": row.layer,
+                "measure": row.measure,
+                "setting": setting_label(row.dataset, row.ways, row.shots),
+                "ours (± 95% CI)": _pm(row.value, row.ci95, 3),
+                "paper (stated in text)": f"{relation} {limit}",
+                "paper's setting": (
+                    "MiniImageNet"
+                    if row.dataset == "miniimagenet"
+                    else f"reference only: MiniImageNet, a different data set (ours: {row.dataset})"
+                ),
+                "ours within the paper's bound": "yes" if inside else "no",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -445,18 +495,31 @@ def _similarity_check(part: pd.DataFrame, where: str, rules: Rules) -> list[tupl
         body_min, head = float(values[list(paper.BODY)].min()), float(values["head"])
         ok = body_min >= rules.body_similarity_min and head <= body_min - rules.head_gap_min
         layers = ", ".join(f"{layer} {values[layer]:.3f}" for layer in paper.LAYERS)
-        results.append((HOLDS if ok else FAILS,
-                        f"{where}, {measure.upper()}: {layers}; lowest conv {body_min:.3f} "
-                        f"({'≥' if body_min >= rules.body_similarity_min else '<'} {rules.body_similarity_min}), "
-                        f"head {body_min - head:.3f} below it "
-                        f"({'≥' if body_min - head >= rules.head_gap_min else '<'} {rules.head_gap_min})"))
+        results.append(
+            (
+                HOLDS if ok else FAILS,
+                f"{where}, {measure.upper()}: {layers}; lowest conv {body_min:.3f} "
+                f"({'≥' if body_min >= rules.body_similarity_min else '<'} {rules.body_similarity_min}), "
+                f"head {body_min - head:.3f} below it "
+                f"({'≥' if body_min - head >= rules.head_gap_min else '<'} {rules.head_gap_min})",
+            )
+        )
     if not results:
         results.append((NOT_MEASURED, f"{where}: no CCA or CKA rows"))
     return results
 
 
-def _gap_check(part: pd.DataFrame, column: str, first: str, second: str, where: str, *, limit: float,
-               one_sided: bool, value: str = "accuracy") -> tuple[str, str]:
+def _gap_check(
+    part: pd.DataFrame,
+    column: str,
+    first: str,
+    second: str,
+    where: str,
+    *,
+    limit: float,
+    one_sided: bool,
+    value: str = "accuracy",
+) -> tuple[str, str]:
     """Compare ``value`` of the rows ``column == first`` and ``column == second``.
 
     ``one_sided``: holds if ``first − second <= limit`` (a drop); else holds if
@@ -479,8 +542,7 @@ def _gap_check(part: pd.DataFrame, column: str, first: str, second: str, where: 
 def _freezing_check(part: pd.DataFrame, where: str, rules: Rules) -> list[tuple[str, str]]:
     """Rule 2 on one setting of Table 1, with the deepest frozen prefix that stays within the
     limit named in the evidence (feature reuse can hold for conv1-3 and not for conv4)."""
-    verdict, text = _gap_check(part, "frozen", "none", "conv1-4", where, limit=rules.freeze_drop_max,
-                               one_sided=True)
+    verdict, text = _gap_check(part, "frozen", "none", "conv1-4", where, limit=rules.freeze_drop_max, one_sided=True)
     values = part.groupby("frozen", sort=False)["accuracy"].mean()
     if verdict == NOT_MEASURED:
         return [(verdict, text)]
@@ -489,12 +551,17 @@ def _freezing_check(part: pd.DataFrame, where: str, rules: Rules) -> list[tuple[
         if label not in values.index or values["none"] - values[label] > rules.freeze_drop_max:
             break
         deepest = label
-    return [(verdict, f"{text}; deepest frozen prefix within {rules.freeze_drop_max} points: {deepest}"
-                      f" ({values[deepest]:.2f})")]
+    return [
+        (
+            verdict,
+            f"{text}; deepest frozen prefix within {rules.freeze_drop_max} points: {deepest} ({values[deepest]:.2f})",
+        )
+    ]
 
 
-def _per_setting(frame: pd.DataFrame | None, check: Callable[[pd.DataFrame, str], list[tuple[str, str]]],
-                 absent: str) -> tuple[str, tuple[str, ...]]:
+def _per_setting(
+    frame: pd.DataFrame | None, check: Callable[[pd.DataFrame, str], list[tuple[str, str]]], absent: str
+) -> tuple[str, tuple[str, ...]]:
     """Apply ``check`` to each setting of ``frame``; combine the verdicts."""
     if frame is None or frame.empty:
         return NOT_MEASURED, (absent,)
@@ -502,11 +569,15 @@ def _per_setting(frame: pd.DataFrame | None, check: Callable[[pd.DataFrame, str]
     return _combine(v for v, _ in results), tuple(text for _, text in results)
 
 
-def _gap_finding(frame: pd.DataFrame | None, column: str, first: str, second: str, *, limit: float,
-                 one_sided: bool, absent: str) -> tuple[str, tuple[str, ...]]:
+def _gap_finding(
+    frame: pd.DataFrame | None, column: str, first: str, second: str, *, limit: float, one_sided: bool, absent: str
+) -> tuple[str, tuple[str, ...]]:
     """:func:`_gap_check` of accuracies in each setting of ``frame``, combined."""
-    return _per_setting(frame, lambda part, where: [_gap_check(part, column, first, second, where, limit=limit,
-                                                               one_sided=one_sided)], absent)
+    return _per_setting(
+        frame,
+        lambda part, where: [_gap_check(part, column, first, second, where, limit=limit, one_sided=one_sided)],
+        absent,
+    )
 
 
 def _maml_rows(frame: pd.DataFrame | None, column: str = "algorithm") -> pd.DataFrame | None:
@@ -524,16 +595,29 @@ def _early_check(part: pd.DataFrame, where: str, rules: Rules) -> list[tuple[str
         if not similarity.empty:
             results += _similarity_check(similarity, label, rules)
         if not freezing.empty:
-            results.append(_gap_check(freezing, "layer", "none", "conv1-4", label, limit=rules.freeze_drop_max,
-                                      one_sided=True, value="value"))
+            results.append(
+                _gap_check(
+                    freezing,
+                    "layer",
+                    "none",
+                    "conv1-4",
+                    label,
+                    limit=rules.freeze_drop_max,
+                    one_sided=True,
+                    value="value",
+                )
+            )
     return results
 
 
 #: (key, source, claim) of each finding, in the order of the paper.
 FINDINGS: tuple[tuple[str, str, str], ...] = (
-    ("adaptation_similarity", "Figure 2",
-     "Inner-loop adaptation barely changes the conv layers' representations (CCA/CKA before vs "
-     "after adaptation far higher than the head's): feature reuse."),
+    (
+        "adaptation_similarity",
+        "Figure 2",
+        "Inner-loop adaptation barely changes the conv layers' representations (CCA/CKA before vs "
+        "after adaptation far higher than the head's): feature reuse.",
+    ),
     ("freezing", "Table 1", "Freezing the body (conv1-4) in the test-time inner loop costs little accuracy."),
     ("anil_vs_maml", "Table 2", "ANIL (inner loop on the head only) matches MAML's accuracy."),
     ("nil_vs_anil", "Table 4", "NIL (no head, no inner loop at test time) matches ANIL's accuracy."),
@@ -542,15 +626,19 @@ FINDINGS: tuple[tuple[str, str, str], ...] = (
 
 
 def _rule_texts(rules: Rules) -> dict[str, str]:
-    similarity = (f"every MAML conv layer's mean similarity ≥ {rules.body_similarity_min} and the head's at "
-                  f"least {rules.head_gap_min} below the lowest conv layer's, for CCA and CKA (each one present)")
+    similarity = (
+        f"every MAML conv layer's mean similarity ≥ {rules.body_similarity_min} and the head's at "
+        f"least {rules.head_gap_min} below the lowest conv layer's, for CCA and CKA (each one present)"
+    )
     return {
         "adaptation_similarity": f"Before vs after adaptation: {similarity}",
         "freezing": f"Accuracy with conv1-4 frozen ≥ accuracy with none frozen − {rules.freeze_drop_max} points (MAML)",
         "anil_vs_maml": f"|ANIL − MAML| ≤ {rules.close_max} accuracy points",
         "nil_vs_anil": f"|NIL − ANIL| ≤ {rules.close_max} accuracy points",
-        "early_training": (f"At every checkpoint iteration of the CSV: {similarity}; and conv1-4 frozen within "
-                           f"{rules.freeze_drop_max} points of none frozen"),
+        "early_training": (
+            f"At every checkpoint iteration of the CSV: {similarity}; and conv1-4 frozen within "
+            f"{rules.freeze_drop_max} points of none frozen"
+        ),
     }
 
 
@@ -567,20 +655,36 @@ def check_findings(tables: Mapping[str, pd.DataFrame], *, rules: Rules = RULES) 
         "adaptation_similarity": _per_setting(
             _maml_rows(tables.get("figure2_adaptation_similarity")),
             lambda part, where: _similarity_check(part, where, rules),
-            "no MAML rows: figures/figure2_adaptation_similarity.csv absent or without MAML"),
+            "no MAML rows: figures/figure2_adaptation_similarity.csv absent or without MAML",
+        ),
         "freezing": _per_setting(
-            _maml_rows(tables.get("table1_freezing")), lambda part, where: _freezing_check(part, where, rules),
-            "no MAML rows: tables/table1_freezing.csv absent or empty"),
+            _maml_rows(tables.get("table1_freezing")),
+            lambda part, where: _freezing_check(part, where, rules),
+            "no MAML rows: tables/table1_freezing.csv absent or empty",
+        ),
         "anil_vs_maml": _gap_finding(
-            tables.get("table2_anil_vs_maml"), "algorithm", "maml", "anil", limit=rules.close_max, one_sided=False,
-            absent="tables/table2_anil_vs_maml.csv absent or empty"),
+            tables.get("table2_anil_vs_maml"),
+            "algorithm",
+            "maml",
+            "anil",
+            limit=rules.close_max,
+            one_sided=False,
+            absent="tables/table2_anil_vs_maml.csv absent or empty",
+        ),
         "nil_vs_anil": _gap_finding(
-            tables.get("table4_nil"), "method", "anil", "nil", limit=rules.close_max, one_sided=False,
-            absent="tables/table4_nil.csv absent or empty"),
+            tables.get("table4_nil"),
+            "method",
+            "anil",
+            "nil",
+            limit=rules.close_max,
+            one_sided=False,
+            absent="tables/table4_nil.csv absent or empty",
+        ),
         "early_training": _per_setting(
             _maml_rows(tables.get("figure3_early_training")),
             lambda part, where: _early_check(part, where, rules),
-            "no MAML rows: figures/figure3_early_training.csv absent or without MAML"),
+            "no MAML rows: figures/figure3_early_training.csv absent or without MAML",
+        ),
     }
     rule_texts = _rule_texts(rules)
     return [Finding(key, source, claim, rule_texts[key], *checks[key]) for key, source, claim in FINDINGS]
@@ -588,14 +692,26 @@ def check_findings(tables: Mapping[str, pd.DataFrame], *, rules: Rules = RULES) 
 
 def findings_frame(findings: Sequence[Finding]) -> pd.DataFrame:
     """The findings as a table: source, claim, verdict, rule, evidence (lines joined by "; ")."""
-    return pd.DataFrame([{"source": f.source, "claim": f.claim, "verdict": f.verdict, "rule": f.rule,
-                          "evidence": "; ".join(f.evidence)} for f in findings])
+    return pd.DataFrame(
+        [
+            {
+                "source": f.source,
+                "claim": f.claim,
+                "verdict": f.verdict,
+                "rule": f.rule,
+                "evidence": "; ".join(f.evidence),
+            }
+            for f in findings
+        ]
+    )
 
 
 def findings_text(findings: Sequence[Finding]) -> str:
     """Plain-text verdicts, one block per finding."""
-    blocks = [f"[{f.verdict}] {f.source}: {f.claim}\n  rule: {f.rule}\n" + "\n".join(f"  - {e}" for e in f.evidence)
-              for f in findings]
+    blocks = [
+        f"[{f.verdict}] {f.source}: {f.claim}\n  rule: {f.rule}\n" + "\n".join(f"  - {e}" for e in f.evidence)
+        for f in findings
+    ]
     return "\n".join(blocks)
 
 
@@ -621,16 +737,32 @@ def _errors(values: pd.Series) -> np.ndarray:
     return np.nan_to_num(values.to_numpy(dtype=float), nan=0.0)
 
 
-def _grouped_bars(ax: Any, frame: pd.DataFrame, *, x: str, hue: str, value: str, error: str,
-                  x_order: Sequence[Any], hue_order: Sequence[Any]) -> None:
+def _grouped_bars(
+    ax: Any,
+    frame: pd.DataFrame,
+    *,
+    x: str,
+    hue: str,
+    value: str,
+    error: str,
+    x_order: Sequence[Any],
+    hue_order: Sequence[Any],
+) -> None:
     """Bars of ``value`` ± ``error`` at each ``x`` category, one bar per ``hue`` side by side."""
     palette = sns.color_palette("deep", max(len(hue_order), 1))
     width = 0.8 / max(len(hue_order), 1)
     for i, name in enumerate(hue_order):
         part = frame[frame[hue] == name].groupby(x, sort=False)[[value, error]].mean().reindex(x_order)
         positions = np.arange(len(x_order)) + (i - (len(hue_order) - 1) / 2) * width
-        ax.bar(positions, part[value].to_numpy(dtype=float), width, yerr=_errors(part[error]), capsize=3,
-               color=palette[i], label=str(name).upper())
+        ax.bar(
+            positions,
+            part[value].to_numpy(dtype=float),
+            width,
+            yerr=_errors(part[error]),
+            capsize=3,
+            color=palette[i],
+            label=str(name).upper(),
+        )
     ax.set_xticks(np.arange(len(x_order)), [str(v) for v in x_order])
 
 
@@ -639,8 +771,9 @@ def _require_rows(frame: pd.DataFrame, name: str) -> None:
         raise ValueError(f"{name}: no rows to draw")
 
 
-def _measure_panels(frame: pd.DataFrame, name: str) -> tuple[Figure, list[tuple[Any, tuple, str, pd.DataFrame,
-                                                                              pd.DataFrame]]]:
+def _measure_panels(
+    frame: pd.DataFrame, name: str
+) -> tuple[Figure, list[tuple[Any, tuple, str, pd.DataFrame, pd.DataFrame]]]:
     """A grid for a per-layer similarity table: one panel per setting (rows) and measure
     (columns), y from 0 to 1. Returns the figure and, per panel, (axes, setting, measure, the
     panel's rows, the setting's rows)."""
@@ -648,8 +781,11 @@ def _measure_panels(frame: pd.DataFrame, name: str) -> tuple[Figure, list[tuple[
     settings = _settings(frame)
     measures = _ordered(frame["measure"], _ORDER["measure"])
     fig, axes = _grid(len(settings), len(measures))
-    panels = [(axes[r, c], key, measure, part[part["measure"] == measure], part)
-              for r, (key, part) in enumerate(settings) for c, measure in enumerate(measures)]
+    panels = [
+        (axes[r, c], key, measure, part[part["measure"] == measure], part)
+        for r, (key, part) in enumerate(settings)
+        for c, measure in enumerate(measures)
+    ]
     for ax, *_ in panels:
         ax.set_ylim(0, 1.08)
     return fig, panels
@@ -661,11 +797,23 @@ def figure2_figure(frame: pd.DataFrame, *, rules: Rules = RULES) -> Figure:
     the conv-layer threshold of rule 1."""
     fig, panels = _measure_panels(frame, "figure2_adaptation_similarity")
     for ax, key, measure, rows, part in panels:
-        _grouped_bars(ax, rows, x="layer", hue="algorithm", value="value", error="ci95",
-                      x_order=_ordered(part["layer"], paper.LAYERS),
-                      hue_order=_ordered(part["algorithm"], _ORDER["algorithm"]))
-        ax.axhline(rules.body_similarity_min, color="0.4", linestyle="--", linewidth=1,
-                   label=f"conv threshold {rules.body_similarity_min}")
+        _grouped_bars(
+            ax,
+            rows,
+            x="layer",
+            hue="algorithm",
+            value="value",
+            error="ci95",
+            x_order=_ordered(part["layer"], paper.LAYERS),
+            hue_order=_ordered(part["algorithm"], _ORDER["algorithm"]),
+        )
+        ax.axhline(
+            rules.body_similarity_min,
+            color="0.4",
+            linestyle="--",
+            linewidth=1,
+            label=f"conv threshold {rules.body_similarity_min}",
+        )
         ax.set_title(f"{measure.upper()}, {setting_label(*key)}", fontsize=10)
         ax.set_ylabel("similarity before vs after adaptation" if ax.get_subplotspec().is_first_col() else "")
     panels[0][0].legend(fontsize=8, loc="lower left")
@@ -677,8 +825,15 @@ def _lines(ax: Any, frame: pd.DataFrame, *, by: str, order: Sequence[Any]) -> No
     palette = sns.color_palette("deep", max(len(order), 1))
     for i, name in enumerate(order):
         part = frame[frame[by] == name].groupby("iteration")[["value", "ci95"]].mean().sort_index()
-        ax.errorbar(part.index.to_numpy(), part["value"].to_numpy(dtype=float), yerr=_errors(part["ci95"]),
-                    marker="o", capsize=3, color=palette[i], label=str(name))
+        ax.errorbar(
+            part.index.to_numpy(),
+            part["value"].to_numpy(dtype=float),
+            yerr=_errors(part["ci95"]),
+            marker="o",
+            capsize=3,
+            color=palette[i],
+            label=str(name),
+        )
     ax.set_xticks(sorted(set(frame["iteration"])))
     ax.set_xlabel("training iteration")
 
@@ -691,8 +846,11 @@ def figure3_figure(frame: pd.DataFrame) -> Figure:
     similarity, freezing = frame[frame["kind"] == "similarity"], frame[frame["kind"] == "freezing"]
     measures = _ordered(similarity["measure"], _ORDER["measure"])
     panels = [("similarity", m) for m in measures] + ([("freezing", "accuracy")] if not freezing.empty else [])
-    groups = [(key, algorithm, part[part["algorithm"] == algorithm]) for key, part in _settings(frame)
-              for algorithm in _ordered(part["algorithm"], _ORDER["algorithm"])]
+    groups = [
+        (key, algorithm, part[part["algorithm"] == algorithm])
+        for key, part in _settings(frame)
+        for algorithm in _ordered(part["algorithm"], _ORDER["algorithm"])
+    ]
     fig, axes = _grid(len(groups), len(panels))
     for r, (key, algorithm, part) in enumerate(groups):
         for c, (kind, measure) in enumerate(panels):
@@ -700,7 +858,11 @@ def figure3_figure(frame: pd.DataFrame) -> Figure:
             rows = part[(part["kind"] == kind) & (part["measure"] == measure)]
             order = _ordered(rows["layer"], paper.LAYERS if kind == "similarity" else paper.FROZEN_LABELS)
             _lines(ax, rows, by="layer", order=order)
-            what = f"{measure.upper()} before vs after adaptation" if kind == "similarity" else "accuracy (%), frozen at test"
+            what = (
+                f"{measure.upper()} before vs after adaptation"
+                if kind == "similarity"
+                else "accuracy (%), frozen at test"
+            )
             ax.set_title(f"{algorithm.upper()} {setting_label(*key)}\n{what}", fontsize=9)
             if kind == "similarity":
                 ax.set_ylim(0, 1.08)
@@ -722,8 +884,15 @@ def accuracy_figure(name: str, tables: Mapping[str, pd.DataFrame]) -> Figure:
         ax = axes[0, c]
         labels = ["/".join(str(v) for v in values) for values in zip(*(part[k] for k in keys))]
         positions = np.arange(len(part))
-        ax.bar(positions, part["accuracy"].to_numpy(dtype=float), 0.6, yerr=_errors(part["ci95"]), capsize=3,
-               color=sns.color_palette("deep")[0], label="ours")
+        ax.bar(
+            positions,
+            part["accuracy"].to_numpy(dtype=float),
+            0.6,
+            yerr=_errors(part["ci95"]),
+            capsize=3,
+            color=sns.color_palette("deep")[0],
+            label="ours",
+        )
         candidates, relation = _paper_match(reference, *key)
         for x, row in zip(positions, part.itertuples(index=False)):
             theirs = candidates
@@ -731,9 +900,15 @@ def accuracy_figure(name: str, tables: Mapping[str, pd.DataFrame]) -> Figure:
                 theirs = theirs[theirs[k] == getattr(row, k)]
             if not theirs.empty:
                 same = relation == "same setting"
-                ax.plot([x], [theirs["accuracy"].iloc[0]], marker="D", color="black",
-                        fillstyle="full" if same else "none", linestyle="none",
-                        label="paper" if same else "paper, other data set (reference)")
+                ax.plot(
+                    [x],
+                    [theirs["accuracy"].iloc[0]],
+                    marker="D",
+                    color="black",
+                    fillstyle="full" if same else "none",
+                    linestyle="none",
+                    label="paper" if same else "paper, other data set (reference)",
+                )
         ax.set_xticks(positions, labels, rotation=30 if len(part) > 3 else 0, fontsize=8)
         ax.set_title(setting_label(*key), fontsize=10)
         ax.set_ylabel("accuracy (%)" if c == 0 else "")
@@ -751,8 +926,16 @@ def cross_model_figure(frame: pd.DataFrame) -> Figure:
     reference = paper.paper_table("table3_cross_model_similarity")
     for ax, key, measure, rows, part in panels:
         comparisons = _ordered(part["comparison"], _ORDER["comparison"])
-        _grouped_bars(ax, rows, x="layer", hue="comparison", value="value", error="std",
-                      x_order=_ordered(part["layer"], paper.LAYERS), hue_order=comparisons)
+        _grouped_bars(
+            ax,
+            rows,
+            x="layer",
+            hue="comparison",
+            value="value",
+            error="std",
+            x_order=_ordered(part["layer"], paper.LAYERS),
+            hue_order=comparisons,
+        )
         palette = sns.color_palette("deep", len(comparisons))
         for i, comparison in enumerate(comparisons):
             theirs = reference[(reference["comparison"] == comparison) & (reference["measure"] == measure)]
@@ -779,19 +962,27 @@ def provenance_lines(name: str) -> list[str]:
     """Where the paper's ``name`` comes from: citation, claim, setting, meaning of ±, text version."""
     source = paper.PROVENANCE[name]
     note = [f"Note: {source.note}"] if source.note else []
-    return [f"{source.label} of {paper.CITATION}", f"Claim: {source.caption}", f"Setting: {source.setting}",
-            f"± in the paper: {source.pm}.", *note, f"Numbers read from: {source.version}."]
+    return [
+        f"{source.label} of {paper.CITATION}",
+        f"Claim: {source.caption}",
+        f"Setting: {source.setting}",
+        f"± in the paper: {source.pm}.",
+        *note,
+        f"Numbers read from: {source.version}.",
+    ]
 
 
 def table_markdown(name: str, ours: pd.DataFrame) -> str:
     """Markdown for ``tables/<name>.md``: every row of our CSV, our numbers beside the paper's,
     and the paper's table with its provenance."""
     tables = {name: ours}
-    parts = [f"# {TITLES[name]}\n",
-             f"Ours: every row of `tables/{name}.csv`. Accuracies in percent; `ci95` is the half-width of a "
-             "95% confidence interval over test tasks; `std_seeds` the standard deviation over seeds.\n",
-             markdown_table(format_frame(ours)) if not ours.empty else "_No rows: not measured._\n",
-             "## Beside the paper\n"]
+    parts = [
+        f"# {TITLES[name]}\n",
+        f"Ours: every row of `tables/{name}.csv`. Accuracies in percent; `ci95` is the half-width of a "
+        "95% confidence interval over test tasks; `std_seeds` the standard deviation over seeds.\n",
+        markdown_table(format_frame(ours)) if not ours.empty else "_No rows: not measured._\n",
+        "## Beside the paper\n",
+    ]
     beside = comparison_table(name, tables) if not ours.empty else pd.DataFrame()
     parts.append(markdown_table(beside) if not beside.empty else "_Nothing comparable._\n")
     parts.append(f"## The paper's {paper.PROVENANCE[name].label}\n")
@@ -828,8 +1019,9 @@ def _html_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return '<p class="note">Nothing to show.</p>'
     head = "".join(f"<th>{_esc(c)}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in row) + "</tr>"
-                   for row in frame.itertuples(index=False))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in row) + "</tr>" for row in frame.itertuples(index=False)
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -841,21 +1033,26 @@ def _findings_html(findings: Sequence[Finding]) -> str:
     rows = "".join(
         f"<tr><td>{_esc(f.source)}</td><td>{_esc(f.claim)}</td><td>{_verdict_span(f.verdict)}</td>"
         f"<td>{_esc(f.rule)}</td><td><ul>{''.join(f'<li>{_esc(e)}</li>' for e in f.evidence)}</ul></td></tr>"
-        for f in findings)
-    return ("<table><thead><tr><th>paper</th><th>claim</th><th>verdict</th><th>rule</th><th>our numbers</th>"
-            f"</tr></thead><tbody>{rows}</tbody></table>")
+        for f in findings
+    )
+    return (
+        "<table><thead><tr><th>paper</th><th>claim</th><th>verdict</th><th>rule</th><th>our numbers</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     """Nested JSON as (dotted key, JSON value) pairs."""
     if isinstance(value, dict) and value:
-        return [pair for key, item in value.items() for pair in _flatten(item, f"{prefix}.{key}" if prefix else str(key))]
+        return [
+            pair for key, item in value.items() for pair in _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+        ]
     return [(prefix or "(value)", json.dumps(value))]
 
 
 def _settings_html(out_dir: Path, preset: dict[str, Any] | None, tables: Mapping[str, pd.DataFrame]) -> str:
     measured = ", ".join(tables) if tables else "none"
-    parts = [f'<p>Folder: <code>{_esc(out_dir.resolve())}</code>. CSVs found: {_esc(measured)}.</p>']
+    parts = [f"<p>Folder: <code>{_esc(out_dir.resolve())}</code>. CSVs found: {_esc(measured)}.</p>"]
     if preset is None:
         parts.append('<p class="note">preset.json not found: the settings of this reproduction are unknown.</p>')
     else:
@@ -865,8 +1062,10 @@ def _settings_html(out_dir: Path, preset: dict[str, Any] | None, tables: Mapping
         if notes:
             parts.append(f"<ul>{notes}</ul>")
         pairs = pd.DataFrame(_flatten(preset), columns=["setting", "value"])
-        parts.append("<details><summary>Every setting of every run (<code>preset.json</code>)</summary>"
-                     f"{_html_table(pairs)}</details>")
+        parts.append(
+            "<details><summary>Every setting of every run (<code>preset.json</code>)</summary>"
+            f"{_html_table(pairs)}</details>"
+        )
     return "".join(parts)
 
 
@@ -874,13 +1073,16 @@ def _png_html(png: bytes, alt: str) -> str:
     return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
-def _section_html(name: str, tables: Mapping[str, pd.DataFrame], findings: Sequence[Finding],
-                  figures: Mapping[str, bytes]) -> str:
+def _section_html(
+    name: str, tables: Mapping[str, pd.DataFrame], findings: Sequence[Finding], figures: Mapping[str, bytes]
+) -> str:
     """One table or figure: ours, beside the paper, the paper's numbers and provenance."""
     source = paper.PROVENANCE[name]
     folder = "tables" if name in TABLE_NAMES else "figures"
-    parts = [f'<section id="{name}"><h2>{_esc(TITLES[name])}</h2>',
-             f'<p class="note">Paper ({_esc(source.label)}): {_esc(source.caption)}</p>']
+    parts = [
+        f'<section id="{name}"><h2>{_esc(TITLES[name])}</h2>',
+        f'<p class="note">Paper ({_esc(source.label)}): {_esc(source.caption)}</p>',
+    ]
     related = [f for f in findings if f.source == source.label]
     parts += [f"<p>Finding: {_verdict_span(f.verdict)} ({_esc(f.rule)}).</p>" for f in related]
     ours = tables.get(name)
@@ -896,32 +1098,43 @@ def _section_html(name: str, tables: Mapping[str, pd.DataFrame], findings: Seque
     if name in paper.FIGURE_FINDINGS:
         parts.append(f"<h3>What the paper shows</h3><p>{_esc(paper.FIGURE_FINDINGS[name])}</p>")
     parts.append(f"<h3>The paper's numbers</h3>{_html_table(paper_display(name))}")
-    parts.append("<ul class=\"note\">" + "".join(f"<li>{_esc(line)}</li>" for line in provenance_lines(name)) + "</ul>")
+    parts.append('<ul class="note">' + "".join(f"<li>{_esc(line)}</li>" for line in provenance_lines(name)) + "</ul>")
     return "".join(parts) + "</section>"
 
 
-def report_html(out_dir: str | Path, tables: Mapping[str, pd.DataFrame], *, findings: Sequence[Finding],
-                figures: Mapping[str, bytes], preset: dict[str, Any] | None) -> str:
+def report_html(
+    out_dir: str | Path,
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    findings: Sequence[Finding],
+    figures: Mapping[str, bytes],
+    preset: dict[str, Any] | None,
+) -> str:
     """The self-contained report: one HTML string with inline CSS, figures as base64 PNG, no
     reference to any other file or URL (links only to its own sections)."""
     names = (*TABLE_NAMES, *FIGURE_NAMES)
     nav = "".join(f'<a href="#{n}">{_esc(paper.PROVENANCE[n].label)}</a>' for n in names)
     missing = "".join(f"<li><b>{_esc(m['what'])}</b>: {_esc(m['why'])}</li>" for m in paper.MISSING)
-    return "".join([
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        "<title>Reproduction of Rapid Learning or Feature Reuse? (Raghu et al., ICLR 2020)</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>Rapid Learning or Feature Reuse? Our reproduction beside the paper</h1>",
-        f'<p class="note">Paper: {_esc(paper.CITATION)} Paper numbers read from the {_esc(paper.SOURCE_VERSION)}.</p>',
-        f'<nav><a href="#findings">Findings</a><a href="#settings">Settings</a>{nav}<a href="#missing">Not found</a></nav>',
-        '<section id="findings"><h2>Findings</h2><p>Each of the paper\'s qualitative findings checked on our '
-        "numbers under the stated rule, per setting (data set, ways, shots).</p>",
-        _findings_html(findings), "</section>",
-        f'<section id="settings"><h2>Settings</h2>{_settings_html(Path(out_dir), preset, tables)}</section>',
-        *(_section_html(name, tables, findings, figures) for name in names),
-        '<section id="missing"><h2>Paper numbers not given here</h2><ul>', missing, "</ul></section>",
-        "</body></html>\n",
-    ])
+    return "".join(
+        [
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+            "<title>Reproduction of Rapid Learning or Feature Reuse? (Raghu et al., ICLR 2020)</title>",
+            f"<style>{_CSS}</style></head><body>",
+            "<h1>Rapid Learning or Feature Reuse? Our reproduction beside the paper</h1>",
+            f'<p class="note">Paper: {_esc(paper.CITATION)} Paper numbers read from the {_esc(paper.SOURCE_VERSION)}.</p>',
+            f'<nav><a href="#findings">Findings</a><a href="#settings">Settings</a>{nav}<a href="#missing">Not found</a></nav>',
+            '<section id="findings"><h2>Findings</h2><p>Each of the paper\'s qualitative findings checked on our '
+            "numbers under the stated rule, per setting (data set, ways, shots).</p>",
+            _findings_html(findings),
+            "</section>",
+            f'<section id="settings"><h2>Settings</h2>{_settings_html(Path(out_dir), preset, tables)}</section>',
+            *(_section_html(name, tables, findings, figures) for name in names),
+            '<section id="missing"><h2>Paper numbers not given here</h2><ul>',
+            missing,
+            "</ul></section>",
+            "</body></html>\n",
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -945,8 +1158,9 @@ def write_paper_outputs(out_dir: str | Path, *, rules: Rules = RULES) -> Path:
             figures[name] = figure_png(draw(tables[name]))
             atomic_write_bytes(out / "figures" / f"{name}.png", figures[name])
     findings = check_findings(tables, rules=rules)
-    return atomic_write_text(out / "report.html",
-                             report_html(out, tables, findings=findings, figures=figures, preset=preset))
+    return atomic_write_text(
+        out / "report.html", report_html(out, tables, findings=findings, figures=figures, preset=preset)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

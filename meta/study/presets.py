@@ -16,6 +16,7 @@ defaults of the setting (:data:`meta.run.paper_defaults.PAPER_DEFAULTS`, via :fu
   3 seeds.
 - ``tiny``: a smoke test on the ``synthetic`` data set (seconds; the numbers mean nothing).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -127,9 +128,20 @@ QUICK = ReproducePreset(
     settings=(Setting("glyphs", 5, 1),),
     seeds=(0,),
     baseline_seeds=(0,),
-    run={**_BOOKKEEPING, "filters": 32, "queries": 5, "meta_batch_size": 8, "iterations": 1000, "meta_lr": 3e-3,
-         "inner_steps": 5, "inner_lr": 0.08, "test_inner_steps": 10, "test_inner_lr": 0.08, "val_every": 500,
-         "val_tasks": 50},
+    run={
+        **_BOOKKEEPING,
+        "filters": 32,
+        "queries": 5,
+        "meta_batch_size": 8,
+        "iterations": 1000,
+        "meta_lr": 3e-3,
+        "inner_steps": 5,
+        "inner_lr": 0.08,
+        "test_inner_steps": 10,
+        "test_inner_lr": 0.08,
+        "val_every": 500,
+        "val_tasks": 50,
+    },
     eval_tasks=600,
     snapshot_tasks=10,
     similarity_tasks=10,
@@ -215,9 +227,20 @@ TINY = ReproducePreset(
     settings=(Setting("synthetic", 3, 1),),
     seeds=(0, 1),
     baseline_seeds=(0,),
-    run={"filters": 4, "queries": 5, "meta_batch_size": 2, "iterations": 20, "inner_steps": 1, "inner_lr": 0.4,
-         "test_inner_steps": 2, "val_every": 10, "val_tasks": 4, "checkpoint_every": 10, "log_every": 5,
-         "batch_size": 32},
+    run={
+        "filters": 4,
+        "queries": 5,
+        "meta_batch_size": 2,
+        "iterations": 20,
+        "inner_steps": 1,
+        "inner_lr": 0.4,
+        "test_inner_steps": 2,
+        "val_every": 10,
+        "val_tasks": 4,
+        "checkpoint_every": 10,
+        "log_every": 5,
+        "batch_size": 32,
+    },
     baseline_run={"iterations": 10},
     eval_tasks=8,
     snapshot_tasks=3,

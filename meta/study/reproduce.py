@@ -58,6 +58,7 @@ is then between different initialisations, as MAML-MAML and ANIL-ANIL are); with
 single same-seed pair is compared. ``value`` is the mean over pairs and ``std`` the sample
 standard deviation over pairs (empty for one pair).
 """
+
 from __future__ import annotations
 
 import concurrent.futures as futures
@@ -80,8 +81,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from meta.run.folder import RunFolder
-from repsim.io import read_json, write_json
+from meta.core.names import FREEZING_ROWS, FROZEN_LABELS, LAYERS
+from meta.data.registry import ROOT_ENV
 from meta.run.config import (
     META_LEARNERS,
     MUTABLE_FIELDS,
@@ -90,16 +91,21 @@ from meta.run.config import (
     load_run_split,
     resolve,
 )
-from meta.data.registry import ROOT_ENV
-from meta.core.names import FREEZING_ROWS, FROZEN_LABELS, LAYERS
-from meta.run.evaluate import Evaluation, LoadedRun, evaluation_tasks, mean_ci95, run_procedure
+from meta.run.evaluate import LoadedRun, evaluation_tasks, mean_ci95, run_procedure
+from meta.run.folder import RunFolder
 from meta.study.presets import BASELINE_REGIMES, ReproducePreset, Setting, get_preset
-from repsim.io import write_csv
+from repsim.io import read_json, write_csv, write_json
 
 FORMAT = "meta-reproduction"
 VERSION = 1
 STAGES: tuple[str, ...] = (
-    "data", "train", "evaluate", "snapshots", "adaptation_similarity", "cross_model_similarity", "report",
+    "data",
+    "train",
+    "evaluate",
+    "snapshots",
+    "adaptation_similarity",
+    "cross_model_similarity",
+    "report",
 )
 #: What the pipeline writes into its output folder (and ``force`` removes).
 OWNED: tuple[str, ...] = ("preset.json", "stages", "runs", "snapshots", "tables", "figures", "report.html")
@@ -195,8 +201,14 @@ def early_iterations(iterations: int, fractions: Sequence[float]) -> tuple[int, 
 
 
 def run_config(
-    preset: ReproducePreset, setting: Setting, algorithm: str, seed: int, *, device: str,
-    data_root: str | None = None, cache_dir: str | None = None,
+    preset: ReproducePreset,
+    setting: Setting,
+    algorithm: str,
+    seed: int,
+    *,
+    device: str,
+    data_root: str | None = None,
+    cache_dir: str | None = None,
 ) -> RunConfig:
     """The resolved configuration of one run: the setting, then the preset's ``run``, the
     setting's ``run`` and, for baselines, ``baseline_run``; ``None`` values from the paper
@@ -205,9 +217,19 @@ def run_config(
     iteration."""
     baseline = algorithm not in META_LEARNERS
     values: dict[str, Any] = {
-        "algorithm": algorithm, "dataset": setting.dataset, "ways": setting.ways, "shots": setting.shots, "seed": seed,
-        **preset.run, **setting.run, **(preset.baseline_run if baseline else {}),
-        "device": device, "data_root": data_root, "cache_dir": cache_dir, "threads": 1, "progress": False,
+        "algorithm": algorithm,
+        "dataset": setting.dataset,
+        "ways": setting.ways,
+        "shots": setting.shots,
+        "seed": seed,
+        **preset.run,
+        **setting.run,
+        **(preset.baseline_run if baseline else {}),
+        "device": device,
+        "data_root": data_root,
+        "cache_dir": cache_dir,
+        "threads": 1,
+        "progress": False,
     }
     if algorithm == "random":
         values["iterations"] = 1
@@ -218,8 +240,12 @@ def run_config(
 
 
 def make_plan(
-    preset: ReproducePreset, out: str | Path, *, data_roots: Mapping[str, str] | None = None,
-    cache_dir: str | None = None, device: str | None = None,
+    preset: ReproducePreset,
+    out: str | Path,
+    *,
+    data_roots: Mapping[str, str] | None = None,
+    cache_dir: str | None = None,
+    device: str | None = None,
 ) -> Plan:
     """The runs of ``preset`` written to ``out``: MAML and ANIL for each seed and setting, and the
     baselines (:data:`meta.study.presets.BASELINE_REGIMES`) for each baseline seed where the setting
@@ -232,8 +258,15 @@ def make_plan(
         if setting.baselines:
             algorithms += [(a, s) for a in BASELINE_REGIMES for s in preset.baseline_seeds]
         for algorithm, seed in algorithms:
-            config = run_config(preset, setting, algorithm, seed, device=device,
-                                data_root=roots.get(setting.dataset), cache_dir=cache_dir)
+            config = run_config(
+                preset,
+                setting,
+                algorithm,
+                seed,
+                device=device,
+                data_root=roots.get(setting.dataset),
+                cache_dir=cache_dir,
+            )
             runs.append(RunPlan(setting, config))
     return Plan(preset, Path(out), tuple(runs), device)
 
@@ -292,9 +325,16 @@ def evaluate_job(config: Mapping[str, Any], run_dir: str, kind: str, weights: st
     path = eval_path(run_dir, c, kind=kind, weights=weights, tasks=tasks)
     if path.is_file():
         return str(path)
-    result = evaluate_run(run_dir, tasks=tasks, weights=weights, nil=kind == "nil",
-                          ablation="freezing" if kind == "freezing" else None, device=device,
-                          data=load_split_once(c, "test"), progress=False)
+    result = evaluate_run(
+        run_dir,
+        tasks=tasks,
+        weights=weights,
+        nil=kind == "nil",
+        ablation="freezing" if kind == "freezing" else None,
+        device=device,
+        data=load_split_once(c, "test"),
+        progress=False,
+    )
     if Path(result.json) != path:
         raise RuntimeError(f"meta.run.evaluate wrote {result.json!r}, expected {str(path)!r}: update eval_path")
     return str(path)
@@ -306,8 +346,16 @@ def snapshot_job(config: Mapping[str, Any], run_dir: str, out_dir: str, weights:
     from meta.run.snapshot_writer import snapshot_run
 
     if not (Path(out_dir) / "manifest.json").is_file():
-        snapshot_run(run_dir, out_dir, tasks=tasks, weights=weights, device=device,
-                     data=load_split_once(from_mapping(config), "test"), overwrite=True, progress=False)
+        snapshot_run(
+            run_dir,
+            out_dir,
+            tasks=tasks,
+            weights=weights,
+            device=device,
+            data=load_split_once(from_mapping(config), "test"),
+            overwrite=True,
+            progress=False,
+        )
     return out_dir
 
 
@@ -322,7 +370,12 @@ def adaptation_similarity_job(snapshot_dir: str, measures: Sequence[str]) -> lis
 
 
 def cross_similarity_job(
-    config: Mapping[str, Any], run_a: str, run_b: str, tasks: int, measures: Sequence[str], device: str,
+    config: Mapping[str, Any],
+    run_a: str,
+    run_b: str,
+    tasks: int,
+    measures: Sequence[str],
+    device: str,
 ) -> list[dict[str, Any]]:
     """Per task, layer and measure: similarity of two runs' final models on the task's query set
     (one forward pass per task; :func:`repsim.compare.compare_models`)."""
@@ -334,10 +387,20 @@ def cross_similarity_job(
     rows = []
     for t in range(tasks):
         x = episodes[t].query_x
-        frame = compare_models(model_a, model_b, x, layers_a=list(LAYERS), measures=list(measures),
-                               batch_size=len(x), device=device, progress=False)
-        rows += [{"task": t, "layer": r.layer_a, "measure": r.measure, "value": r.value}
-                 for r in frame.itertuples(index=False)]
+        frame = compare_models(
+            model_a,
+            model_b,
+            x,
+            layers_a=list(LAYERS),
+            measures=list(measures),
+            batch_size=len(x),
+            device=device,
+            progress=False,
+        )
+        rows += [
+            {"task": t, "layer": r.layer_a, "measure": r.measure, "value": r.value}
+            for r in frame.itertuples(index=False)
+        ]
     return rows
 
 
@@ -355,8 +418,13 @@ def accuracy_over_seeds(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """``accuracy``, ``ci95``, ``std_seeds``, ``n_seeds``, ``n_tasks`` from one evaluation result
     per seed (each with ``accuracy``, ``ci95`` in percent and ``tasks``)."""
     accuracies = [float(r["accuracy"]) for r in results]
-    return {"accuracy": float(np.mean(accuracies)), "ci95": float(np.mean([r["ci95"] for r in results])),
-            "std_seeds": _std(accuracies), "n_seeds": len(results), "n_tasks": min(int(r["tasks"]) for r in results)}
+    return {
+        "accuracy": float(np.mean(accuracies)),
+        "ci95": float(np.mean([r["ci95"] for r in results])),
+        "std_seeds": _std(accuracies),
+        "n_seeds": len(results),
+        "n_tasks": min(int(r["tasks"]) for r in results),
+    }
 
 
 def similarity_over_seeds(per_seed: Sequence[Sequence[float]]) -> dict[str, Any]:
@@ -368,8 +436,13 @@ def similarity_over_seeds(per_seed: Sequence[Sequence[float]]) -> dict[str, Any]
     if not stats:
         return {"value": math.nan, "ci95": math.nan, "std_seeds": math.nan, "n_tasks": 0, "n_seeds": 0}
     means = [m for m, _ in stats]
-    return {"value": float(np.mean(means)), "ci95": float(np.mean([c for _, c in stats])), "std_seeds": _std(means),
-            "n_tasks": min(v.size for v in finite if v.size), "n_seeds": len(stats)}
+    return {
+        "value": float(np.mean(means)),
+        "ci95": float(np.mean([c for _, c in stats])),
+        "std_seeds": _std(means),
+        "n_tasks": min(v.size for v in finite if v.size),
+        "n_seeds": len(stats),
+    }
 
 
 def _shared(setting: Setting) -> dict[str, Any]:
@@ -403,8 +476,14 @@ def _data_jobs(plan: Plan) -> list[Job]:
     for run in plan.runs:
         key = tuple(getattr(run.config, k) for k in _DATA_FIELDS)
         first.setdefault(key, run)
-    return [Job(f"{run.config.dataset}" + (f" ({run.config.data_root})" if run.config.data_root else ""),
-                data_job, {"config": run.config.as_dict()}) for run in first.values()]
+    return [
+        Job(
+            f"{run.config.dataset}" + (f" ({run.config.data_root})" if run.config.data_root else ""),
+            data_job,
+            {"config": run.config.as_dict()},
+        )
+        for run in first.values()
+    ]
 
 
 # --- train
@@ -421,7 +500,8 @@ def training_cost(config: RunConfig) -> float:
         return config.iterations * config.batch_size * _SECONDS_PER_IMAGE["query"]
     if config.algorithm in ("maml", "fomaml"):
         per_task = (support + query) * _SECONDS_PER_IMAGE["query"] + (
-            support * config.inner_steps * _SECONDS_PER_IMAGE["support_step"])
+            support * config.inner_steps * _SECONDS_PER_IMAGE["support_step"]
+        )
     else:
         per_task = (support + query) * _SECONDS_PER_IMAGE["body"]
     return config.iterations * config.meta_batch_size * per_task
@@ -429,9 +509,14 @@ def training_cost(config: RunConfig) -> float:
 
 def _train_jobs(plan: Plan) -> list[Job]:
     return [
-        Job(run.name, train_job, {"config": run.config.as_dict(), "run_dir": str(plan.run_dir(run))},
-            cost=training_cost(run.config), watch=str(RunFolder(plan.run_dir(run)).checkpoint_info),
-            iterations=run.config.iterations)
+        Job(
+            run.name,
+            train_job,
+            {"config": run.config.as_dict(), "run_dir": str(plan.run_dir(run))},
+            cost=training_cost(run.config),
+            watch=str(RunFolder(plan.run_dir(run)).checkpoint_info),
+            iterations=run.config.iterations,
+        )
         for run in plan.runs
     ]
 
@@ -472,10 +557,19 @@ def evaluation_cost(config: RunConfig, kind: str, tasks: int) -> float:
 
 def _eval_jobs(plan: Plan) -> list[Job]:
     return [
-        Job(_eval_key(run, kind, weights, tasks), evaluate_job,
-            {"config": run.config.as_dict(), "run_dir": str(plan.run_dir(run)), "kind": kind, "weights": weights,
-             "tasks": tasks, "device": plan.device},
-            cost=evaluation_cost(run.config, kind, tasks))
+        Job(
+            _eval_key(run, kind, weights, tasks),
+            evaluate_job,
+            {
+                "config": run.config.as_dict(),
+                "run_dir": str(plan.run_dir(run)),
+                "kind": kind,
+                "weights": weights,
+                "tasks": tasks,
+                "device": plan.device,
+            },
+            cost=evaluation_cost(run.config, kind, tasks),
+        )
         for run, kind, weights, tasks in _evaluations(plan)
     ]
 
@@ -494,15 +588,23 @@ def table1_rows(plan: Plan) -> list[dict[str, Any]]:
     rows = []
     for setting in plan.preset.settings:
         ablations = [_freezing_rows(_eval_result(plan, run, "freezing")) for run in plan.runs_of(setting, "maml")]
-        rows += [{"algorithm": "maml", **_shared(setting), "frozen": label,
-                  **accuracy_over_seeds([a[label] for a in ablations])} for label in _FROZEN_LABELS]
+        rows += [
+            {
+                "algorithm": "maml",
+                **_shared(setting),
+                "frozen": label,
+                **accuracy_over_seeds([a[label] for a in ablations]),
+            }
+            for label in _FROZEN_LABELS
+        ]
     return rows
 
 
 def _maml_accuracy(plan: Plan, setting: Setting) -> dict[str, Any]:
     """MAML's test accuracy: row ``none`` of its freezing ablation (every layer adapts)."""
-    return accuracy_over_seeds([_freezing_rows(_eval_result(plan, run, "freezing"))["none"]
-                                for run in plan.runs_of(setting, "maml")])
+    return accuracy_over_seeds(
+        [_freezing_rows(_eval_result(plan, run, "freezing"))["none"] for run in plan.runs_of(setting, "maml")]
+    )
 
 
 def _over_runs(plan: Plan, setting: Setting, algorithm: str, kind: str) -> dict[str, Any]:
@@ -511,42 +613,116 @@ def _over_runs(plan: Plan, setting: Setting, algorithm: str, kind: str) -> dict[
 
 def table2_rows(plan: Plan) -> list[dict[str, Any]]:
     """Table 2: MAML and ANIL, each with its own test-time inner loop."""
-    return [row for s in plan.preset.settings for row in (
-        {"algorithm": "maml", **_shared(s), **_maml_accuracy(plan, s)},
-        {"algorithm": "anil", **_shared(s), **_over_runs(plan, s, "anil", "default")},
-    )]
+    return [
+        row
+        for s in plan.preset.settings
+        for row in (
+            {"algorithm": "maml", **_shared(s), **_maml_accuracy(plan, s)},
+            {"algorithm": "anil", **_shared(s), **_over_runs(plan, s, "anil", "default")},
+        )
+    ]
 
 
 def table4_rows(plan: Plan) -> list[dict[str, Any]]:
     """Table 4: MAML, ANIL and NIL-testing of the ANIL-trained body."""
-    return [row for s in plan.preset.settings for row in (
-        {"method": "maml", **_shared(s), **_maml_accuracy(plan, s)},
-        {"method": "anil", **_shared(s), **_over_runs(plan, s, "anil", "default")},
-        {"method": "nil", **_shared(s), **_over_runs(plan, s, "anil", "nil")},
-    )]
+    return [
+        row
+        for s in plan.preset.settings
+        for row in (
+            {"method": "maml", **_shared(s), **_maml_accuracy(plan, s)},
+            {"method": "anil", **_shared(s), **_over_runs(plan, s, "anil", "default")},
+            {"method": "nil", **_shared(s), **_over_runs(plan, s, "anil", "nil")},
+        )
+    ]
 
 
 def table5_rows(plan: Plan) -> list[dict[str, Any]]:
     """Table 5: the body trained by each regime, tested with NIL."""
-    return [{"regime": regime, "test": "nil", **_shared(s), **_over_runs(plan, s, regime, "nil")}
-            for s in plan.preset.settings if s.baselines for regime in ("maml", "anil", *BASELINE_REGIMES)]
+    return [
+        {"regime": regime, "test": "nil", **_shared(s), **_over_runs(plan, s, regime, "nil")}
+        for s in plan.preset.settings
+        if s.baselines
+        for regime in ("maml", "anil", *BASELINE_REGIMES)
+    ]
 
 
 #: Columns of each CSV, in order (docs/formats.md, "Reproduction output").
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "table1_freezing": ("algorithm", "dataset", "ways", "shots", "frozen", "accuracy", "ci95", "std_seeds", "n_seeds",
-                        "n_tasks"),
-    "table2_anil_vs_maml": ("algorithm", "dataset", "ways", "shots", "accuracy", "ci95", "std_seeds", "n_seeds",
-                            "n_tasks"),
-    "table3_cross_model_similarity": ("comparison", "layer", "measure", "value", "std", "n_pairs", "dataset", "ways",
-                                      "shots"),
+    "table1_freezing": (
+        "algorithm",
+        "dataset",
+        "ways",
+        "shots",
+        "frozen",
+        "accuracy",
+        "ci95",
+        "std_seeds",
+        "n_seeds",
+        "n_tasks",
+    ),
+    "table2_anil_vs_maml": (
+        "algorithm",
+        "dataset",
+        "ways",
+        "shots",
+        "accuracy",
+        "ci95",
+        "std_seeds",
+        "n_seeds",
+        "n_tasks",
+    ),
+    "table3_cross_model_similarity": (
+        "comparison",
+        "layer",
+        "measure",
+        "value",
+        "std",
+        "n_pairs",
+        "dataset",
+        "ways",
+        "shots",
+    ),
     "table4_nil": ("method", "dataset", "ways", "shots", "accuracy", "ci95", "std_seeds", "n_seeds", "n_tasks"),
-    "table5_body_regimes": ("regime", "test", "dataset", "ways", "shots", "accuracy", "ci95", "std_seeds", "n_seeds",
-                            "n_tasks"),
-    "figure2_adaptation_similarity": ("algorithm", "layer", "measure", "value", "ci95", "std_seeds", "n_tasks",
-                                      "n_seeds", "dataset", "ways", "shots"),
-    "figure3_early_training": ("algorithm", "iteration", "kind", "layer", "measure", "value", "ci95", "std_seeds",
-                               "n_tasks", "n_seeds", "dataset", "ways", "shots"),
+    "table5_body_regimes": (
+        "regime",
+        "test",
+        "dataset",
+        "ways",
+        "shots",
+        "accuracy",
+        "ci95",
+        "std_seeds",
+        "n_seeds",
+        "n_tasks",
+    ),
+    "figure2_adaptation_similarity": (
+        "algorithm",
+        "layer",
+        "measure",
+        "value",
+        "ci95",
+        "std_seeds",
+        "n_tasks",
+        "n_seeds",
+        "dataset",
+        "ways",
+        "shots",
+    ),
+    "figure3_early_training": (
+        "algorithm",
+        "iteration",
+        "kind",
+        "layer",
+        "measure",
+        "value",
+        "ci95",
+        "std_seeds",
+        "n_tasks",
+        "n_seeds",
+        "dataset",
+        "ways",
+        "shots",
+    ),
 }
 
 
@@ -561,8 +737,12 @@ def write_table(out: Path, name: str, rows: Sequence[Mapping[str, Any]]) -> Path
 
 
 def _collect_evaluate(plan: Plan, results: Mapping[str, Any]) -> list[Path]:
-    builders = {"table1_freezing": table1_rows, "table2_anil_vs_maml": table2_rows, "table4_nil": table4_rows,
-                "table5_body_regimes": table5_rows}
+    builders = {
+        "table1_freezing": table1_rows,
+        "table2_anil_vs_maml": table2_rows,
+        "table4_nil": table4_rows,
+        "table5_body_regimes": table5_rows,
+    }
     return [write_table(plan.out, name, build(plan)) for name, build in builders.items()]
 
 
@@ -581,11 +761,19 @@ def _snapshots(plan: Plan) -> list[tuple[RunPlan, int | None]]:
 
 def _snapshot_jobs(plan: Plan) -> list[Job]:
     return [
-        Job(plan.snapshot_dir(run, it).name, snapshot_job,
-            {"config": run.config.as_dict(), "run_dir": str(plan.run_dir(run)),
-             "out_dir": str(plan.snapshot_dir(run, it)), "weights": "final" if it is None else str(it),
-             "tasks": plan.preset.snapshot_tasks, "device": plan.device},
-            cost=plan.preset.snapshot_tasks * run.setting.ways)
+        Job(
+            plan.snapshot_dir(run, it).name,
+            snapshot_job,
+            {
+                "config": run.config.as_dict(),
+                "run_dir": str(plan.run_dir(run)),
+                "out_dir": str(plan.snapshot_dir(run, it)),
+                "weights": "final" if it is None else str(it),
+                "tasks": plan.preset.snapshot_tasks,
+                "device": plan.device,
+            },
+            cost=plan.preset.snapshot_tasks * run.setting.ways,
+        )
         for run, it in _snapshots(plan)
     ]
 
@@ -594,26 +782,43 @@ def _snapshot_jobs(plan: Plan) -> list[Job]:
 
 
 def _similarity_jobs(plan: Plan) -> list[Job]:
-    return [Job(plan.snapshot_dir(run, it).name, adaptation_similarity_job,
-                {"snapshot_dir": str(plan.snapshot_dir(run, it)), "measures": list(plan.preset.measures)},
-                cost=plan.preset.snapshot_tasks * run.setting.ways)
-            for run, it in _snapshots(plan)]
+    return [
+        Job(
+            plan.snapshot_dir(run, it).name,
+            adaptation_similarity_job,
+            {"snapshot_dir": str(plan.snapshot_dir(run, it)), "measures": list(plan.preset.measures)},
+            cost=plan.preset.snapshot_tasks * run.setting.ways,
+        )
+        for run, it in _snapshots(plan)
+    ]
 
 
-def _similarity_rows(plan: Plan, results: Mapping[str, Any], runs: Sequence[RunPlan], at: int | None,
-                     **keys: Any) -> list[dict[str, Any]]:
+def _similarity_rows(
+    plan: Plan, results: Mapping[str, Any], runs: Sequence[RunPlan], at: int | None, **keys: Any
+) -> list[dict[str, Any]]:
     """One row per layer and measure: the similarity in the runs' snapshots (of the weights kept
     at iteration ``at``, or the final weights for ``None``) over tasks and seeds."""
     per_run = [results[plan.snapshot_dir(run, at).name] for run in runs]
-    return [{**keys, "layer": layer, "measure": measure,
-             **similarity_over_seeds([_values(rows, layer, measure) for rows in per_run])}
-            for measure in plan.preset.measures for layer in LAYERS]
+    return [
+        {
+            **keys,
+            "layer": layer,
+            "measure": measure,
+            **similarity_over_seeds([_values(rows, layer, measure) for rows in per_run]),
+        }
+        for measure in plan.preset.measures
+        for layer in LAYERS
+    ]
 
 
 def figure2_rows(plan: Plan, results: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Figure 2: each layer's similarity before vs after adaptation, MAML and ANIL."""
-    return [{**row, **_shared(s)} for s in plan.preset.settings for algorithm in ("maml", "anil")
-            for row in _similarity_rows(plan, results, plan.runs_of(s, algorithm), None, algorithm=algorithm)]
+    return [
+        {**row, **_shared(s)}
+        for s in plan.preset.settings
+        for algorithm in ("maml", "anil")
+        for row in _similarity_rows(plan, results, plan.runs_of(s, algorithm), None, algorithm=algorithm)
+    ]
 
 
 def figure3_rows(plan: Plan, results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -628,20 +833,33 @@ def figure3_rows(plan: Plan, results: Mapping[str, Any]) -> list[dict[str, Any]]
             which = None if iteration == final else iteration
             weights = "final" if which is None else str(which)
             keys = {"algorithm": "maml", "iteration": iteration}
-            rows += [{**row, **_shared(s)} for row in
-                     _similarity_rows(plan, results, runs, which, **keys, kind="similarity")]
-            ablations = [_freezing_rows(_eval_result(plan, run, "freezing", weights, p.early_eval_tasks))
-                         for run in runs]
+            rows += [
+                {**row, **_shared(s)} for row in _similarity_rows(plan, results, runs, which, **keys, kind="similarity")
+            ]
+            ablations = [
+                _freezing_rows(_eval_result(plan, run, "freezing", weights, p.early_eval_tasks)) for run in runs
+            ]
             for label in _FROZEN_LABELS:
                 summary = accuracy_over_seeds([a[label] for a in ablations])
-                rows.append({**keys, "kind": "freezing", "layer": label, "measure": "accuracy",
-                             "value": summary.pop("accuracy"), **summary, **_shared(s)})
+                rows.append(
+                    {
+                        **keys,
+                        "kind": "freezing",
+                        "layer": label,
+                        "measure": "accuracy",
+                        "value": summary.pop("accuracy"),
+                        **summary,
+                        **_shared(s),
+                    }
+                )
     return rows
 
 
 def _collect_similarity(plan: Plan, results: Mapping[str, Any]) -> list[Path]:
-    return [write_table(plan.out, "figure2_adaptation_similarity", figure2_rows(plan, results)),
-            write_table(plan.out, "figure3_early_training", figure3_rows(plan, results))]
+    return [
+        write_table(plan.out, "figure2_adaptation_similarity", figure2_rows(plan, results)),
+        write_table(plan.out, "figure3_early_training", figure3_rows(plan, results)),
+    ]
 
 
 # --- cross-model similarity (Table 3)
@@ -663,11 +881,23 @@ def _pair_key(a: RunPlan, b: RunPlan) -> str:
 
 def _cross_jobs(plan: Plan) -> list[Job]:
     p = plan.preset
-    return [Job(_pair_key(a, b), cross_similarity_job,
-                {"config": a.config.as_dict(), "run_a": str(plan.run_dir(a)), "run_b": str(plan.run_dir(b)),
-                 "tasks": p.similarity_tasks, "measures": list(p.measures), "device": plan.device},
-                cost=p.similarity_tasks * s.ways)
-            for s in p.settings for _, a, b in model_pairs(plan, s)]
+    return [
+        Job(
+            _pair_key(a, b),
+            cross_similarity_job,
+            {
+                "config": a.config.as_dict(),
+                "run_a": str(plan.run_dir(a)),
+                "run_b": str(plan.run_dir(b)),
+                "tasks": p.similarity_tasks,
+                "measures": list(p.measures),
+                "device": plan.device,
+            },
+            cost=p.similarity_tasks * s.ways,
+        )
+        for s in p.settings
+        for _, a, b in model_pairs(plan, s)
+    ]
 
 
 def table3_rows(plan: Plan, results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -681,9 +911,17 @@ def table3_rows(plan: Plan, results: Mapping[str, Any]) -> list[dict[str, Any]]:
             for measure in plan.preset.measures:
                 for layer in LAYERS:
                     means = [float(np.nanmean(_values(r, layer, measure))) for r in chosen]
-                    rows.append({"comparison": comparison, "layer": layer, "measure": measure,
-                                 "value": float(np.mean(means)), "std": _std(means), "n_pairs": len(means),
-                                 **_shared(s)})
+                    rows.append(
+                        {
+                            "comparison": comparison,
+                            "layer": layer,
+                            "measure": measure,
+                            "value": float(np.mean(means)),
+                            "std": _std(means),
+                            "n_pairs": len(means),
+                            **_shared(s),
+                        }
+                    )
     return rows
 
 
@@ -711,15 +949,33 @@ def _no_outputs(plan: Plan, results: Mapping[str, Any]) -> list[Path]:
 STAGE_LIST: tuple[Stage, ...] = (
     Stage("data", "generate or decode every split of the data sets into the cache", _data_jobs, _no_outputs),
     Stage("train", "train MAML and ANIL (each seed) and the body-training baselines", _train_jobs, _no_outputs),
-    Stage("evaluate", "test accuracy on fixed tasks: freezing ablation, NIL-testing; Tables 1, 2, 4, 5",
-          _eval_jobs, _collect_evaluate),
-    Stage("snapshots", "weights before and after each inner step on test tasks (final and kept checkpoints)",
-          _snapshot_jobs, _no_outputs),
-    Stage("adaptation_similarity", "CCA/CKA of each layer before vs after adaptation; Figures 2 and 3",
-          _similarity_jobs, _collect_similarity),
-    Stage("cross_model_similarity", "CCA/CKA of MAML vs ANIL (and across seeds) per layer; Table 3",
-          _cross_jobs, _collect_cross),
-    Stage("report", "Markdown tables, figures and report.html (meta.study.paper_report)", _report_jobs, _collect_report),
+    Stage(
+        "evaluate",
+        "test accuracy on fixed tasks: freezing ablation, NIL-testing; Tables 1, 2, 4, 5",
+        _eval_jobs,
+        _collect_evaluate,
+    ),
+    Stage(
+        "snapshots",
+        "weights before and after each inner step on test tasks (final and kept checkpoints)",
+        _snapshot_jobs,
+        _no_outputs,
+    ),
+    Stage(
+        "adaptation_similarity",
+        "CCA/CKA of each layer before vs after adaptation; Figures 2 and 3",
+        _similarity_jobs,
+        _collect_similarity,
+    ),
+    Stage(
+        "cross_model_similarity",
+        "CCA/CKA of MAML vs ANIL (and across seeds) per layer; Table 3",
+        _cross_jobs,
+        _collect_cross,
+    ),
+    Stage(
+        "report", "Markdown tables, figures and report.html (meta.study.paper_report)", _report_jobs, _collect_report
+    ),
 )
 assert tuple(s.name for s in STAGE_LIST) == STAGES
 
@@ -784,16 +1040,22 @@ class JobRunner:
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["meta.study.reproduce"])
-            self._pool = futures.ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                                     initargs=(os.getpid(),))
+            self._pool = futures.ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
+            )
         return self._pool
 
     def run(self, stage: str, jobs: Sequence[Job]) -> dict[str, Any]:
         """``{job.key: result}``; the first failure cancels the rest and is raised with the
         stage and job named."""
         ordered = sorted(jobs, key=lambda j: -j.cost)
-        bar = tqdm(total=len(jobs), desc=stage, unit="job", disable=not self.progress,
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} jobs [{elapsed}<{remaining}]")
+        bar = tqdm(
+            total=len(jobs),
+            desc=stage,
+            unit="job",
+            disable=not self.progress,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} jobs [{elapsed}<{remaining}]",
+        )
         try:
             if self.workers == 1:
                 return self._run_here(stage, ordered, bar)
@@ -864,23 +1126,35 @@ def preset_record(plan: Plan) -> dict[str, Any]:
     """What ``preset.json`` holds: the preset, every run's resolved configuration and the jobs of
     every stage."""
     return {
-        "format": FORMAT, "version": VERSION,
+        "format": FORMAT,
+        "version": VERSION,
         "preset": plan.preset.name,
         "description": plan.preset.description,
         "notes": list(plan.preset.notes),
         "settings": {k: v for k, v in plan.preset.as_dict().items() if k not in ("name", "description", "notes")},
         "device": plan.device,
-        "runs": [{"name": r.name, "algorithm": r.algorithm, "dataset": r.setting.dataset, "ways": r.setting.ways,
-                  "shots": r.setting.shots, "seed": r.seed, "iterations": r.config.iterations,
-                  "save_at": list(r.config.save_at), "config": r.config.as_dict()} for r in plan.runs],
+        "runs": [
+            {
+                "name": r.name,
+                "algorithm": r.algorithm,
+                "dataset": r.setting.dataset,
+                "ways": r.setting.ways,
+                "shots": r.setting.shots,
+                "seed": r.seed,
+                "iterations": r.config.iterations,
+                "save_at": list(r.config.save_at),
+                "config": r.config.as_dict(),
+            }
+            for r in plan.runs
+        ],
         "stages": {s.name: {"description": s.description, "jobs": [j.key for j in s.jobs(plan)]} for s in STAGE_LIST},
         "statistics": {
             "accuracy": "percent; per seed mean over the fixed test tasks and ci95 = 1.96 * std / sqrt(n_tasks)"
-                        " (population std); over seeds the mean, the mean ci95 and std_seeds (ddof=1)",
+            " (population std); over seeds the mean, the mean ci95 and std_seeds (ddof=1)",
             "similarity": "per task the layer's similarity before vs after the last inner step on the query set;"
-                          " mean and ci95 = 1.96 * std / sqrt(n_tasks) over tasks, then over seeds as accuracies",
+            " mean and ci95 = 1.96 * std / sqrt(n_tasks) over tasks, then over seeds as accuracies",
             "table3": "mean over tasks per model pair, then mean and std (ddof=1) over pairs; MAML-ANIL pairs"
-                      " of different seeds when there are two or more",
+            " of different seeds when there are two or more",
             "maml_accuracy": "Tables 2 and 4: row 'none' of MAML's freezing ablation (every layer adapts)",
         },
     }
@@ -889,16 +1163,21 @@ def preset_record(plan: Plan) -> dict[str, Any]:
 def _identity(record: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a preset record that decide the results (not texts, device or data paths)."""
     settings = {k: v for k, v in record.get("settings", {}).items() if k not in _NOT_IDENTITY}
-    runs = [{**run, "config": {k: v for k, v in run.get("config", {}).items() if k not in MUTABLE_FIELDS}}
-            for run in record.get("runs", [])]
+    runs = [
+        {**run, "config": {k: v for k, v in run.get("config", {}).items() if k not in MUTABLE_FIELDS}}
+        for run in record.get("runs", [])
+    ]
     return {"preset": record.get("preset"), "settings": settings, "runs": runs}
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested records."""
     if isinstance(old, Mapping) and isinstance(new, Mapping):
-        return [d for k in sorted(set(old) | set(new), key=str)
-                for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+        return [
+            d
+            for k in sorted(set(old) | set(new), key=str)
+            for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")
+        ]
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         return [d for i, (a, b) in enumerate(zip(old, new)) for d in _differences(a, b, f"{prefix}{i}.")]
     return [] if old == new else [prefix.rstrip(".")]
@@ -919,8 +1198,10 @@ def check_folder(out: Path, record: Mapping[str, Any], *, force: bool) -> None:
         else:
             changed = _differences(_identity(old), _identity(record))
             if changed:
-                problem = (f"{str(out)!r} holds results of preset {record['preset']!r} with other settings"
-                           f" ({', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''})")
+                problem = (
+                    f"{str(out)!r} holds results of preset {record['preset']!r} with other settings"
+                    f" ({', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''})"
+                )
     elif any((out / name).exists() for name in OWNED):
         found = ", ".join(n for n in OWNED if (out / n).exists())
         problem = f"{str(out)!r} has reproduction outputs ({found}) but no preset.json"
@@ -964,9 +1245,11 @@ def parse_data_roots(items: Sequence[str], preset: ReproducePreset) -> dict[str,
             continue
         external = [d for d in datasets if d in _EXTERNAL_DATA]
         if len(external) > 1:
-            raise ValueError(f"the {preset.name!r} preset reads {' and '.join(external)}: give --data-root as"
-                             f" DATASET=DIR, e.g. --data-root {external[0]}={item}")
-        roots.update({d: item for d in (external or datasets)})
+            raise ValueError(
+                f"the {preset.name!r} preset reads {' and '.join(external)}: give --data-root as"
+                f" DATASET=DIR, e.g. --data-root {external[0]}={item}"
+            )
+        roots.update(dict.fromkeys(external or datasets, item))
     return roots
 
 
@@ -977,9 +1260,15 @@ def _data_lines(plan: Plan) -> list[str]:
         root = next(r.config.data_root for r in plan.runs if r.setting.dataset == dataset)
         if dataset in _EXTERNAL_DATA:
             root = root or os.environ.get(ROOT_ENV[dataset])
-            where = root if root and Path(root).is_dir() else (
-                f"NOT FOUND ({root!r}); pass --data-root DIR or set ${ROOT_ENV[dataset]}" if root else
-                f"NOT GIVEN: pass --data-root DIR or set ${ROOT_ENV[dataset]}")
+            where = (
+                root
+                if root and Path(root).is_dir()
+                else (
+                    f"NOT FOUND ({root!r}); pass --data-root DIR or set ${ROOT_ENV[dataset]}"
+                    if root
+                    else f"NOT GIVEN: pass --data-root DIR or set ${ROOT_ENV[dataset]}"
+                )
+            )
         else:
             where = "generated on this machine" + (f" (cache {root})" if root else "")
         lines.append(f"data: {dataset}: {where}")
@@ -998,29 +1287,39 @@ def stage_marker(out: Path, stage: str) -> Path:
 def _run_text(c: RunConfig) -> str:
     """The settings of a run that matter for its regime, in a few words."""
     if c.algorithm in META_LEARNERS:
-        what = (f"meta-batch {c.meta_batch_size}, inner loop {c.inner_steps} x {c.inner_lr} (test {c.test_inner_steps}"
-                f" x {c.test_inner_lr}), meta lr {c.meta_lr}")
+        what = (
+            f"meta-batch {c.meta_batch_size}, inner loop {c.inner_steps} x {c.inner_lr} (test {c.test_inner_steps}"
+            f" x {c.test_inner_lr}), meta lr {c.meta_lr}"
+        )
     elif c.algorithm == "multiclass":
         what = f"batches of {c.batch_size} images, lr {c.meta_lr}"
     else:
         what = f"meta-batch {c.meta_batch_size}, lr {c.meta_lr}"
     kept = f"; weights kept at {','.join(map(str, c.save_at))}" if c.save_at else ""
-    return (f"{c.iterations} iterations, {what}, {c.queries} queries, filters {c.filters or 'default'}"
-            f" (test: NIL{' and inner loop' if c.algorithm in META_LEARNERS else ''}){kept}")
+    return (
+        f"{c.iterations} iterations, {what}, {c.queries} queries, filters {c.filters or 'default'}"
+        f" (test: NIL{' and inner loop' if c.algorithm in META_LEARNERS else ''}){kept}"
+    )
 
 
 def describe_plan(plan: Plan, jobs: int) -> str:
     """The plan as text: settings, runs and each stage's jobs (what ``--dry-run`` prints)."""
     p = plan.preset
-    lines = [f"preset {p.name!r} -> {plan.out}  ({jobs} parallel job{'s' * (jobs > 1)}, device {plan.device})",
-             f"  {p.description}"]
+    lines = [
+        f"preset {p.name!r} -> {plan.out}  ({jobs} parallel job{'s' * (jobs > 1)}, device {plan.device})",
+        f"  {p.description}",
+    ]
     lines += [f"  note: {n}" for n in p.notes]
-    lines.append(f"settings: {', '.join(f'{s.dataset} {s.ways}-way {s.shots}-shot' for s in p.settings)};"
-                 f" seeds {list(p.seeds)} (baselines {list(p.baseline_seeds)})")
+    lines.append(
+        f"settings: {', '.join(f'{s.dataset} {s.ways}-way {s.shots}-shot' for s in p.settings)};"
+        f" seeds {list(p.seeds)} (baselines {list(p.baseline_seeds)})"
+    )
     lines += _data_lines(plan)
-    lines.append(f"tasks: {p.eval_tasks} test tasks per accuracy, {p.early_eval_tasks} per checkpoint accuracy,"
-                 f" {p.snapshot_tasks} per snapshot, {p.similarity_tasks} per model pair;"
-                 f" measures {', '.join(p.measures)}")
+    lines.append(
+        f"tasks: {p.eval_tasks} test tasks per accuracy, {p.early_eval_tasks} per checkpoint accuracy,"
+        f" {p.snapshot_tasks} per snapshot, {p.similarity_tasks} per model pair;"
+        f" measures {', '.join(p.measures)}"
+    )
     lines.append(f"runs ({len(plan.runs)}):")
     lines += [f"  {r.name}: {_run_text(r.config)}" for r in plan.runs]
     lines.append("stages:")
@@ -1035,8 +1334,11 @@ def describe_plan(plan: Plan, jobs: int) -> str:
 
 def plan_summary(plan: Plan) -> dict[str, Any]:
     """The plan as data: ``{"preset", "runs": [names], "stages": {stage: [job keys]}}``."""
-    return {"preset": plan.preset.name, "runs": [r.name for r in plan.runs],
-            "stages": {s.name: [j.key for j in s.jobs(plan)] for s in STAGE_LIST}}
+    return {
+        "preset": plan.preset.name,
+        "runs": [r.name for r in plan.runs],
+        "stages": {s.name: [j.key for j in s.jobs(plan)] for s in STAGE_LIST},
+    }
 
 
 def run_stage(plan: Plan, stage: Stage, runner: JobRunner) -> dict[str, Any]:
@@ -1045,10 +1347,14 @@ def run_stage(plan: Plan, stage: Stage, runner: JobRunner) -> dict[str, Any]:
     job_list = stage.jobs(plan)
     results = runner.run(stage.name, job_list) if job_list else {}
     outputs = stage.collect(plan, results)
-    marker = {"stage": stage.name, "preset": plan.preset.name, "jobs": [j.key for j in job_list],
-              "outputs": [str(Path(p).relative_to(plan.out)) for p in outputs],
-              "seconds": round(time.perf_counter() - started, 3),
-              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    marker = {
+        "stage": stage.name,
+        "preset": plan.preset.name,
+        "jobs": [j.key for j in job_list],
+        "outputs": [str(Path(p).relative_to(plan.out)) for p in outputs],
+        "seconds": round(time.perf_counter() - started, 3),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     write_json(stage_marker(plan.out, stage.name), marker)
     return marker
 

@@ -38,6 +38,7 @@ Bengio, "Insights on representational similarity in neural networks with canonic
 correlation", NeurIPS 2018; Raghu, Raghu, Bengio & Vinyals, ICLR 2020 (CCA on conv layers with
 channels as neurons, ``conv="channels"``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -281,14 +282,17 @@ def cca_of(problem: _Problem, *, rtol: float | None = None, conv: str | None = N
     return CCAResult(_to_numpy(rho), rank_x=side_x.rank, rank_y=side_y.rank, n=problem.n, conv=conv)
 
 
-def mean_cca_of(
-    problem: _Problem, *, rtol: float | None = None, conv: str | None = None, **extra: Any
-) -> Similarity:
+def mean_cca_of(problem: _Problem, *, rtol: float | None = None, conv: str | None = None, **extra: Any) -> Similarity:
     """:func:`mean_cca` of a prepared problem."""
     result = cca_of(problem, rtol=rtol, conv=conv)
     return Similarity(
-        float(result), measure="mean_cca", conv=conv, rank_x=result.rank_x, rank_y=result.rank_y,
-        n=result.n, **extra,
+        float(result),
+        measure="mean_cca",
+        conv=conv,
+        rank_x=result.rank_x,
+        rank_y=result.rank_y,
+        n=result.n,
+        **extra,
     )
 
 
@@ -307,8 +311,16 @@ def svcca_of(
     _check_not_trivial(side_x.dims, side_y.dims, problem.n, what="kept dims")
     rho, _, _ = _correlations(problem, side_x, side_y, vectors=False)
     return Similarity(
-        float(rho.mean()), measure="svcca", conv=conv, keep=keep, dims_x=side_x.dims,
-        dims_y=side_y.dims, rank_x=side_x.rank, rank_y=side_y.rank, n=problem.n, **extra,
+        float(rho.mean()),
+        measure="svcca",
+        conv=conv,
+        keep=keep,
+        dims_x=side_x.dims,
+        dims_y=side_y.dims,
+        rank_x=side_x.rank,
+        rank_y=side_y.rank,
+        n=problem.n,
+        **extra,
     )
 
 
@@ -344,8 +356,15 @@ def pwcca_of(
         value = 0.5 * (from_x + from_y)
         details = {"weights_from": "mean of X and Y", "pwcca_x": from_x, "pwcca_y": from_y}
     return Similarity(
-        value, measure="pwcca", conv=conv, symmetric=symmetric, rank_x=side_x.rank,
-        rank_y=side_y.rank, n=problem.n, **details, **extra,
+        value,
+        measure="pwcca",
+        conv=conv,
+        symmetric=symmetric,
+        rank_x=side_x.rank,
+        rank_y=side_y.rank,
+        n=problem.n,
+        **details,
+        **extra,
     )
 
 

@@ -22,6 +22,7 @@ Every function centres the data itself, computes in float64 by default (inputs a
 *before* centring, so float32 activations with large means lose nothing) and returns a
 :class:`repsim.Similarity` that records the form and estimator used.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -207,7 +208,11 @@ def _centred_pair(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate ``X``, ``Y`` (``n >= 4`` when debiased) and return them column-centred."""
     x, y = as_pair(
-        X, Y, conv=conv, dtype=dtype, min_n=4 if debiased else 2,
+        X,
+        Y,
+        conv=conv,
+        dtype=dtype,
+        min_n=4 if debiased else 2,
         measure=_DEBIASED_NAME if debiased else measure,
     )
     return centre(x, name="X"), centre(y, name="Y")
@@ -254,8 +259,15 @@ def linear_cka(
     (hxy, hxx, hyy), used = _linear_hsics(xc, yc, debiased, form)
     value = _cka_ratio(hxy, hxx, hyy, debiased=debiased)
     return Similarity(
-        value, measure=measure, conv=conv, form=used, debiased=debiased, n=xc.shape[0],
-        dx=xc.shape[1], dy=yc.shape[1], dtype=str(dtype).removeprefix("torch."),
+        value,
+        measure=measure,
+        conv=conv,
+        form=used,
+        debiased=debiased,
+        n=xc.shape[0],
+        dx=xc.shape[1],
+        dy=yc.shape[1],
+        dtype=str(dtype).removeprefix("torch."),
     )
 
 
@@ -382,9 +394,7 @@ def kernel_cka(
     return Similarity(value, measure="kernel_cka", conv=conv, **details)
 
 
-def _row_batches(
-    X: Any, Y: Any, batch_size: int, conv: str | None, dtype: torch.dtype
-) -> Iterable[tuple[Any, Any]]:
+def _row_batches(X: Any, Y: Any, batch_size: int, conv: str | None, dtype: torch.dtype) -> Iterable[tuple[Any, Any]]:
     """Consecutive row blocks ``(X[i:i+b], Y[i:i+b])`` of two full representations."""
     x = as_representation(X, name="X", conv=conv, dtype=dtype, check_finite=False)
     y = as_representation(Y, name="Y", conv=conv, dtype=dtype, check_finite=False)
@@ -453,9 +463,7 @@ def minibatch_cka(
         if dims is None:
             dims = (xc.shape[1], yc.shape[1])
         elif dims != (xc.shape[1], yc.shape[1]):
-            raise ValueError(
-                f"minibatch {index} has {xc.shape[1]}, {yc.shape[1]} neurons; earlier ones {dims}"
-            )
+            raise ValueError(f"minibatch {index} has {xc.shape[1]}, {yc.shape[1]} neurons; earlier ones {dims}")
         hsics, _ = _linear_hsics(xc, yc, True, "auto")
         sums = [s + float(h) for s, h in zip(sums, hsics)]
         n_used, count = n_used + xc.shape[0], count + 1
@@ -463,6 +471,13 @@ def minibatch_cka(
         raise ValueError("minibatch_cka got no minibatch of at least 4 datapoints")
     value = _cka_ratio(*(s / count for s in sums), debiased=True)
     return Similarity(
-        value, measure="minibatch_cka", conv=conv, n_batches=count, n=n_used, n_dropped=n_dropped,
-        dx=dims[0], dy=dims[1], batch_size=size,
+        value,
+        measure="minibatch_cka",
+        conv=conv,
+        n_batches=count,
+        n=n_used,
+        n_dropped=n_dropped,
+        dx=dims[0],
+        dy=dims[1],
+        batch_size=size,
     )

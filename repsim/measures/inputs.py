@@ -5,6 +5,7 @@ torch tensors (CPU or CUDA) and compute in float64 unless told otherwise. Convol
 activations ``(N, C, H, W)`` must be reduced by an explicit policy (see :data:`CONV_POLICIES`).
 Everything here raises :class:`ValueError` naming the problem; nothing returns NaN silently.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -75,8 +76,7 @@ def reduce_conv(t: torch.Tensor, policy: str | None, *, name: str = "X") -> torc
     """Reduce a 4-D activation ``(N, C, H, W)`` to 2-D by ``policy`` (see :data:`CONV_POLICIES`)."""
     if policy not in CONV_POLICIES:
         raise ValueError(
-            f"{name} is 4-D {tuple(t.shape)} (N, C, H, W): choose conv= one of {CONV_POLICIES}"
-            f" (got {policy!r})"
+            f"{name} is 4-D {tuple(t.shape)} (N, C, H, W): choose conv= one of {CONV_POLICIES} (got {policy!r})"
         )
     n, c, h, w = t.shape
     if policy == "channels":

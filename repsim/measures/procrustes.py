@@ -1,4 +1,5 @@
 """Orthogonal Procrustes distance between representations (Ding, Denain & Steinhardt 2021)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -60,7 +61,13 @@ def procrustes(
     nuclear = float(torch.linalg.svdvals(xn.T @ yn).sum())
     squared = 2.0 - 2.0 * nuclear
     return Similarity(
-        squared, measure="procrustes", conv=conv, kind="squared_distance",
-        distance=max(squared, 0.0) ** 0.5, similarity=nuclear, n=x.shape[0], dx=x.shape[1],
+        squared,
+        measure="procrustes",
+        conv=conv,
+        kind="squared_distance",
+        distance=max(squared, 0.0) ** 0.5,
+        similarity=nuclear,
+        n=x.shape[0],
+        dx=x.shape[1],
         dy=y.shape[1],
     )

@@ -3,15 +3,16 @@
 Every entry is a callable ``(X, Y, **kwargs) -> Similarity`` taking two representations of the
 same datapoints (and the common keywords ``conv=`` and ``dtype=``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
 from repsim.measures import canonical
-from repsim.measures.result import Similarity
 from repsim.measures.cka import kernel_cka, linear_cka
 from repsim.measures.procrustes import procrustes
+from repsim.measures.result import Similarity
 from repsim.measures.rsa import rsa
 
 MeasureFn = Callable[..., Similarity]

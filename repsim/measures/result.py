@@ -1,4 +1,5 @@
 """Result types: plain numbers that remember how they were computed."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Representational similarity analysis (Kriegeskorte, Mur & Bandettini 2008)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -18,6 +18,7 @@ large means (post-ReLU activations, offsets of ``1e4``) cause no cancellation.
 
 Memory: ``O(dx^2 + dy^2 + dx dy)`` for the statistics plus what one batch needs.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,6 @@ from typing import Any
 
 import torch
 
-from repsim.measures.inputs import as_pair, max_abs
-from repsim.measures.result import Similarity
 from repsim.measures.canonical import (
     CCA_MIN_N,
     CCAResult,
@@ -41,6 +40,8 @@ from repsim.measures.canonical import (
     svcca_of,
 )
 from repsim.measures.cka import scaled_unbiased_hsic
+from repsim.measures.inputs import as_pair, max_abs
+from repsim.measures.result import Similarity
 
 Stats = dict[str, torch.Tensor]
 
@@ -146,9 +147,7 @@ class MomentAccumulator:
     def _check_dims(self, dx: int, dy: int) -> None:
         have = (self._stats["mean_x"].shape[0], self._stats["mean_y"].shape[0])
         if (dx, dy) != have:
-            raise ValueError(
-                f"batch has {dx} neurons in X and {dy} in Y; earlier data had {have[0]} and {have[1]}"
-            )
+            raise ValueError(f"batch has {dx} neurons in X and {dy} in Y; earlier data had {have[0]} and {have[1]}")
 
     def _absorb(self, n_b: int, stats_b: Stats, scale_b: tuple[float, float], batches: int) -> None:
         """Merge statistics ``stats_b`` of ``n_b`` datapoints (about their own mean) into ours."""
@@ -235,9 +234,7 @@ class StreamingCKA(MomentAccumulator):
         conv, dtype: as :class:`MomentAccumulator`.
     """
 
-    def __init__(
-        self, *, debiased: bool = False, conv: str | None = None, dtype: torch.dtype = torch.float64
-    ):
+    def __init__(self, *, debiased: bool = False, conv: str | None = None, dtype: torch.dtype = torch.float64):
         super().__init__(conv=conv, dtype=dtype)
         self.debiased = debiased
 
@@ -274,8 +271,13 @@ class StreamingCKA(MomentAccumulator):
             bv=stats["bv"] + big_b * dy + 2 * (syy @ dy) + n * q * dy,
             saa=stats["saa"] + 4 * (dx @ stats["au"]) + 4 * (dx @ sxx @ dx) + 2 * p * big_a + n * p * p,
             sbb=stats["sbb"] + 4 * (dy @ stats["bv"]) + 4 * (dy @ syy @ dy) + 2 * q * big_b + n * q * q,
-            sab=stats["sab"] + 2 * (dy @ stats["av"]) + 2 * (dx @ stats["bu"]) + 4 * (dx @ sxy @ dy)
-            + q * big_a + p * big_b + n * p * q,
+            sab=stats["sab"]
+            + 2 * (dy @ stats["av"])
+            + 2 * (dx @ stats["bu"])
+            + 4 * (dx @ sxy @ dy)
+            + q * big_a
+            + p * big_b
+            + n * p * q,
         )
         return moved
 
@@ -299,8 +301,14 @@ class StreamingCKA(MomentAccumulator):
                     " be <= 0 for very few or degenerate datapoints; use more datapoints or debiased=False"
                 )
         return Similarity(
-            hxy / (hxx**0.5 * hyy**0.5), measure="debiased_cka" if debiased else "linear_cka", conv=self.conv,
-            form="streaming", debiased=debiased, n=self.n, dx=s["sxx"].shape[0], dy=s["syy"].shape[0],
+            hxy / (hxx**0.5 * hyy**0.5),
+            measure="debiased_cka" if debiased else "linear_cka",
+            conv=self.conv,
+            form="streaming",
+            debiased=debiased,
+            n=self.n,
+            dx=s["sxx"].shape[0],
+            dy=s["syy"].shape[0],
             batches=self.batches,
         )
 
@@ -410,9 +418,7 @@ class StreamingCCA(MomentAccumulator):
 
     def mean_cca(self) -> Similarity:
         """Mean CCA of all the data seen (:func:`repsim.mean_cca`)."""
-        return mean_cca_of(
-            self._problem("CCA"), rtol=self.rtol, conv=self.conv, streamed=True, batches=self.batches
-        )
+        return mean_cca_of(self._problem("CCA"), rtol=self.rtol, conv=self.conv, streamed=True, batches=self.batches)
 
     def svcca(self, keep: float | int | None = None) -> Similarity:
         """SVCCA of all the data seen (:func:`repsim.svcca`); ``keep=None`` uses the accumulator's."""
@@ -425,7 +431,11 @@ class StreamingCCA(MomentAccumulator):
         """PWCCA of all the data seen (:func:`repsim.pwcca`), weights from X (or both if symmetric)."""
         symmetric = self.symmetric if symmetric is None else symmetric
         return pwcca_of(
-            self._problem("PWCCA"), symmetric=symmetric, rtol=self.rtol, conv=self.conv, streamed=True,
+            self._problem("PWCCA"),
+            symmetric=symmetric,
+            rtol=self.rtol,
+            conv=self.conv,
+            streamed=True,
             batches=self.batches,
         )
 

@@ -1,6 +1,7 @@
 """The analysis notebooks: one per table and figure of the paper, stored without outputs, each
 reading the reproduction folder from REPRODUCE_DIR, and each running top to bottom (nbclient, a
 fresh kernel on this interpreter) on a fake reproduction folder."""
+
 from __future__ import annotations
 
 import os
@@ -64,7 +65,7 @@ def _run_setup_cell(monkeypatch, value: str | None) -> dict:
     else:
         monkeypatch.setenv("REPRODUCE_DIR", value)
     namespace: dict = {}
-    exec(compile(_read(NAMES[0]).cells[0].source, "setup-cell", "exec"), namespace)  # noqa: S102
+    exec(compile(_read(NAMES[0]).cells[0].source, "setup-cell", "exec"), namespace)
     return namespace
 
 

@@ -1,5 +1,6 @@
 """The memory instrument of ``benchmarks/bench_maml.py`` (its figures are in
 ``benchmarks/README.md``; timings are never asserted)."""
+
 from __future__ import annotations
 
 import sys
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import bench_maml  # noqa: E402
+import bench_maml
 
 MB = 2**20
 

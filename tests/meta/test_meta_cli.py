@@ -1,5 +1,6 @@
 """``python -m meta``: train -> evaluate -> snapshot end to end, config precedence, paper
 defaults, resuming from the command line and clear refusals."""
+
 from __future__ import annotations
 
 import json
@@ -9,26 +10,58 @@ import sys
 from pathlib import Path
 
 import pytest
-REPO = Path(__file__).resolve().parents[2]
 
 from meta.cli import build_parser, main
 from meta.run.config import RunConfig, config_from_args, resolve
 
-TINY = ["--dataset", "synthetic", "--ways", "3", "--shots", "1", "--queries", "5", "--filters", "4",
-        "--meta-batch-size", "2", "--inner-steps", "1", "--test-inner-steps", "2", "--val-every", "2",
-        "--val-tasks", "3", "--checkpoint-every", "2", "--log-every", "1", "--no-progress"]
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = [
+    "--dataset",
+    "synthetic",
+    "--ways",
+    "3",
+    "--shots",
+    "1",
+    "--queries",
+    "5",
+    "--filters",
+    "4",
+    "--meta-batch-size",
+    "2",
+    "--inner-steps",
+    "1",
+    "--test-inner-steps",
+    "2",
+    "--val-every",
+    "2",
+    "--val-tasks",
+    "3",
+    "--checkpoint-every",
+    "2",
+    "--log-every",
+    "1",
+    "--no-progress",
+]
 
 
 def run_meta(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "meta", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "meta", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
 def test_train_evaluate_snapshot_end_to_end(tmp_path):
     run, snap = tmp_path / "run", tmp_path / "snap"
-    done = run_meta("train", "--algorithm", "maml", "--iterations", "4", "--seed", "0", "--out", str(run),
-                    "--save-at", "2", *TINY)
+    done = run_meta(
+        "train", "--algorithm", "maml", "--iterations", "4", "--seed", "0", "--out", str(run), "--save-at", "2", *TINY
+    )
     assert done.returncode == 0, done.stderr
     assert "iteration 4" in done.stdout
     assert (run / "checkpoints" / "iter_000002.safetensors").is_file() and (run / "final.safetensors").is_file()
@@ -57,7 +90,9 @@ def test_command_line_overrides_file_overrides_defaults(tmp_path, suffix):
         path.write_text('inner_lr = 0.2\ninner-steps = 3\nfreeze_inner = "conv1,conv2"\nways = 20\n')
     config = parse_train(["--config", str(path), "--inner-lr", "0.05", "--save-at", "1000,5000"])
     assert config.inner_lr == 0.05  # command line over file
-    assert config.inner_steps == 3 and config.freeze_inner == ("conv1", "conv2") and config.ways == 20  # file over defaults
+    assert (
+        config.inner_steps == 3 and config.freeze_inner == ("conv1", "conv2") and config.ways == 20
+    )  # file over defaults
     assert config.save_at == (1000, 5000) and config.meta_batch_size is None  # default, filled by the preset
     resolved, _ = resolve(config.replace(dataset="omniglot"))
     assert resolved.meta_batch_size == 16 and resolved.inner_lr == 0.05
@@ -89,8 +124,23 @@ def test_bad_settings_are_refused(tmp_path, capsys):
         parse_train(["--config", str(path)])
     with pytest.raises(ValueError, match="freeze_inner: unknown layers"):
         parse_train(["--freeze-inner", "conv7"])
-    assert main(["train", "--out", str(tmp_path / "r"), "--iterations", "2", "--algorithm", "anil",
-                 "--freeze-inner", "conv1", *TINY]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(tmp_path / "r"),
+                "--iterations",
+                "2",
+                "--algorithm",
+                "anil",
+                "--freeze-inner",
+                "conv1",
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "anil already adapts only the head" in capsys.readouterr().err
 
 

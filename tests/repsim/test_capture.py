@@ -1,16 +1,13 @@
 """Activation capture: values, hook hygiene, layer selection, repeated calls, modes, batching."""
-from __future__ import annotations
 
-import sys
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 import torch
+import toy_models
 from torch import nn
 
-import toy_models  # noqa: E402
-
-from repsim.capture import (  # noqa: E402
+from repsim.capture import (
     DEFAULT_BATCH_SIZE,
     BatchStatisticsWarning,
     LayerNotFoundError,
@@ -80,7 +77,7 @@ def test_grad_mode_is_not_leaked_to_the_consumer():
     x = toy_models.randn(9, 6)
     gen_a = iter_activations(a, x, ["fc1"], batch_size=3, progress=False)
     gen_b = iter_activations(b, x, ["fc1"], batch_size=3, progress=False)
-    for acts_a, acts_b in zip(gen_a, gen_b):
+    for acts_a, _ in zip(gen_a, gen_b):
         assert torch.is_grad_enabled()
         assert not acts_a["fc1"].requires_grad
     gen_b.close()  # generators finished out of order

@@ -1,19 +1,18 @@
 """Checkpoint loading (safe, remapped) and layer-by-layer comparison of two models."""
+
 from __future__ import annotations
 
 import builtins
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import toy_models
 
-import toy_models  # noqa: E402
-
-from repsim.weights import (  # noqa: E402
+from repsim.weights import (
     CheckpointKeyError,
     ModelSpecError,
     UnsafeCheckpointError,
@@ -164,9 +163,7 @@ def test_strip_prefix_and_rename(tmp_path):
 
     stripped = load_state_dict(tmp_path / "dp.safetensors", strip_prefixes=["module.", "body."])
     _assert_same_state(stripped, state)
-    renamed = load_state_dict(
-        tmp_path / "dp.safetensors", strip_prefixes=["module."], rename=parse_rename(["body.="])
-    )
+    renamed = load_state_dict(tmp_path / "dp.safetensors", strip_prefixes=["module."], rename=parse_rename(["body.="]))
     _assert_same_state(renamed, state)
     partial = load_state_dict(tmp_path / "dp.safetensors", rename={"module.body.fc": "fc"})
     assert "fc1.weight" in partial and "module.body.head.weight" in partial
@@ -276,8 +273,9 @@ def test_undefined_values_are_nan_with_a_reason():
     a, b = toy_models.convnet(seed=1), toy_models.convnet(seed=2)
     x = toy_models.randn(6, 1, 8, 8)
     with pytest.warns(UndefinedSimilarityWarning, match="NaN"):
-        df = compare_models(a, b, x, layers_a=["conv1", "conv2", "head"], pairs="all", measures=("cca", "cka"),
-                            progress=False)
+        df = compare_models(
+            a, b, x, layers_a=["conv1", "conv2", "head"], pairs="all", measures=("cca", "cka"), progress=False
+        )
     assert len(df) == 3 * 3 * 2
     undefined = df[df["value"].isna()]
     assert (undefined["reason"].str.len() > 0).all()
@@ -320,8 +318,7 @@ def test_batched_streaming_equals_one_batch(factory, shape, layers):
     x = toy_models.randn(*shape)
     measures = ("cka", "debiased_cka", "cca", "svcca", "pwcca", "procrustes")
     whole = compare_models(a, b, x, layers_a=layers, pairs="all", measures=measures, progress=False)
-    batched = compare_models(a, b, x, layers_a=layers, pairs="all", measures=measures, batch_size=8,
-                             progress=False)
+    batched = compare_models(a, b, x, layers_a=layers, pairs="all", measures=measures, batch_size=8, progress=False)
     facts = ["layer_a", "layer_b", "measure", "conv", "n", "d_a", "d_b", "matched"]
     pd.testing.assert_frame_equal(batched[facts], whole[facts])
     np.testing.assert_array_equal(batched["reason"] == "", whole["reason"] == "")
@@ -333,10 +330,12 @@ def test_memory_limit_for_in_memory_measures():
     a, b = toy_models.mlp(seed=1), toy_models.mlp(seed=2)
     x = toy_models.randn(40, 6)
     with pytest.raises(ValueError, match=r"\['procrustes'\] need all activations"):
-        compare_models(a, b, x, layers_a=["fc1"], measures=("cka", "procrustes"), batch_size=8,
-                       memory_limit=100, progress=False)
-    streamed = compare_models(a, b, x, layers_a=["fc1"], measures=("cka",), batch_size=8, memory_limit=100,
-                              progress=False)
+        compare_models(
+            a, b, x, layers_a=["fc1"], measures=("cka", "procrustes"), batch_size=8, memory_limit=100, progress=False
+        )
+    streamed = compare_models(
+        a, b, x, layers_a=["fc1"], measures=("cka",), batch_size=8, memory_limit=100, progress=False
+    )
     assert np.isfinite(streamed["value"]).all()
 
 
@@ -345,8 +344,9 @@ def test_compare_figures_are_written(tmp_path):
 
     a, b = toy_models.convnet(seed=1), toy_models.convnet(seed=2)
     x = toy_models.randn(12, 1, 8, 8)
-    df = compare_models(a, b, x, layers_a=["conv1", "conv2", "head"], pairs="all", conv="mean",
-                        measures=("cka", "cca"), progress=False)
+    df = compare_models(
+        a, b, x, layers_a=["conv1", "conv2", "head"], pairs="all", conv="mean", measures=("cka", "cca"), progress=False
+    )
     paths = compare_figures(df, tmp_path)
     names = sorted(p.name for p in paths)
     assert names == ["heatmap_cca.png", "heatmap_cka.png", "per_layer.png"]

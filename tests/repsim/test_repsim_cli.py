@@ -1,4 +1,5 @@
 """`python -m repsim compare|report` end to end in subprocesses, including error exits."""
+
 from __future__ import annotations
 
 import builtins
@@ -16,8 +17,8 @@ TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 import toy_models  # noqa: E402
 
-from repsim.weights import save_state_dict  # noqa: E402
 from repsim.compare import compare_models  # noqa: E402
+from repsim.weights import save_state_dict  # noqa: E402
 
 HEADER = "layer_a,layer_b,measure,value,conv,n,d_a,d_b,matched,reason"
 
@@ -25,8 +26,14 @@ HEADER = "layer_a,layer_b,measure,value,conv,n,d_a,d_b,matched,reason"
 def repsim(*args: str) -> subprocess.CompletedProcess:
     """Run ``python -m repsim ARGS`` with tests/ on PYTHONPATH (for the toy_models factories)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
-    return subprocess.run([sys.executable, "-m", "repsim", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "repsim", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +53,44 @@ def files(tmp_path_factory):
 def test_compare_end_to_end(files):
     root = files["root"]
     out = root / "out"
-    done = repsim("compare", "--model", "toy_models:mlp", "--model-kwargs", '{"hidden": 8}',
-                  "--a", root / "a.safetensors", "--b", root / "b.pt", "--strip-prefix", "module.",
-                  "--inputs", root / "x.npz", "--layers", "fc2,head", "--measures", "cka,cca", "--out", out,
-                  "--no-progress")
+    done = repsim(
+        "compare",
+        "--model",
+        "toy_models:mlp",
+        "--model-kwargs",
+        '{"hidden": 8}',
+        "--a",
+        root / "a.safetensors",
+        "--b",
+        root / "b.pt",
+        "--strip-prefix",
+        "module.",
+        "--inputs",
+        root / "x.npz",
+        "--layers",
+        "fc2,head",
+        "--measures",
+        "cka,cca",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert done.returncode == 0, done.stderr
     text = (out / "similarity.csv").read_text().splitlines()
     assert text[0] == HEADER and len(text) == 1 + 2 * 2 * 2
     df = pd.read_csv(out / "similarity.csv", keep_default_na=False)
-    expected = compare_models(files["a"], files["b"], files["x"], layers_a=["fc2", "head"], pairs="all",
-                              measures=("cka", "cca"), progress=False)
+    expected = compare_models(
+        files["a"],
+        files["b"],
+        files["x"],
+        layers_a=["fc2", "head"],
+        pairs="all",
+        measures=("cka", "cca"),
+        progress=False,
+    )
     assert list(zip(df["layer_a"], df["layer_b"], df["measure"])) == list(
-        zip(expected["layer_a"], expected["layer_b"], expected["measure"]))
+        zip(expected["layer_a"], expected["layer_b"], expected["measure"])
+    )
     np.testing.assert_allclose(df["value"].to_numpy(float), expected["value"], rtol=0, atol=1e-12)
     for name in ("heatmap_cka.png", "heatmap_cca.png", "per_layer.png", "settings.json"):
         assert (out / name).stat().st_size > 0, name
@@ -67,11 +100,34 @@ def test_compare_end_to_end(files):
 def test_compare_two_architectures(files):
     root = files["root"]
     out = root / "two"
-    done = repsim("compare", "--model", "toy_models:mlp", "--model-b", "toy_models:mlp", "--model-b-kwargs",
-                  '{"hidden": 12}', "--a", root / "a.safetensors", "--b", root / "wide.safetensors",
-                  "--inputs", root / "x.npz", "--layers", "fc1,fc2", "--layers-b", "fc2", "--layers-b",
-                  "head",
-                  "--pairs", "diagonal", "--measures", "cka", "--out", out, "--no-progress")
+    done = repsim(
+        "compare",
+        "--model",
+        "toy_models:mlp",
+        "--model-b",
+        "toy_models:mlp",
+        "--model-b-kwargs",
+        '{"hidden": 12}',
+        "--a",
+        root / "a.safetensors",
+        "--b",
+        root / "wide.safetensors",
+        "--inputs",
+        root / "x.npz",
+        "--layers",
+        "fc1,fc2",
+        "--layers-b",
+        "fc2",
+        "--layers-b",
+        "head",
+        "--pairs",
+        "diagonal",
+        "--measures",
+        "cka",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert done.returncode == 0, done.stderr
     df = pd.read_csv(out / "similarity.csv", keep_default_na=False)
     rows = list(zip(df["layer_a"], df["layer_b"], df["d_a"], df["d_b"]))
@@ -81,9 +137,22 @@ def test_compare_two_architectures(files):
 
 def test_bad_layer_name_exits_2_listing_the_layers(files):
     root = files["root"]
-    done = repsim("compare", "--model", "toy_models:mlp", "--a", root / "a.safetensors",
-                  "--b", root / "a.safetensors", "--inputs", root / "x.npz", "--layers", "fc9",
-                  "--out", root / "bad", "--no-progress")
+    done = repsim(
+        "compare",
+        "--model",
+        "toy_models:mlp",
+        "--a",
+        root / "a.safetensors",
+        "--b",
+        root / "a.safetensors",
+        "--inputs",
+        root / "x.npz",
+        "--layers",
+        "fc9",
+        "--out",
+        root / "bad",
+        "--no-progress",
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("repsim: error: layer(s) ['fc9'] match no module")
     assert "fc1, relu1, fc2, relu2, head" in done.stderr
@@ -102,8 +171,22 @@ def test_unsafe_checkpoint_exits_3_and_runs_nothing(files):
     root = files["root"]
     target = root / "pwned.txt"
     torch.save({"fc1.weight": torch.zeros(8, 6), "x": Payload(target)}, root / "evil.pt")
-    done = repsim("compare", "--model", "toy_models:mlp", "--a", root / "a.safetensors", "--b", root / "evil.pt",
-                  "--inputs", root / "x.npz", "--layers", "fc1", "--out", root / "evil", "--no-progress")
+    done = repsim(
+        "compare",
+        "--model",
+        "toy_models:mlp",
+        "--a",
+        root / "a.safetensors",
+        "--b",
+        root / "evil.pt",
+        "--inputs",
+        root / "x.npz",
+        "--layers",
+        "fc1",
+        "--out",
+        root / "evil",
+        "--no-progress",
+    )
     assert done.returncode == 3
     assert "repsim: error: refusing to load" in done.stderr and "evil.pt" in done.stderr
     assert not target.exists()

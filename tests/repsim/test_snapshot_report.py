@@ -1,4 +1,5 @@
 """Reports on adaptation snapshots: values, confidence intervals, tables, figures, no `meta`."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,7 @@ TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 import toy_models  # noqa: E402
 
-from repsim.weights import load_state_dict  # noqa: E402
 from repsim.compare import UndefinedSimilarityWarning  # noqa: E402
-from repsim.tables import before_after_table, summary_markdown  # noqa: E402
 from repsim.snapshot_report import (  # noqa: E402
     PER_TASK_COLUMNS,
     SUMMARY_COLUMNS,
@@ -28,6 +27,8 @@ from repsim.snapshot_report import (  # noqa: E402
     report_snapshot,
     summarize,
 )
+from repsim.tables import before_after_table, summary_markdown  # noqa: E402
+from repsim.weights import load_state_dict  # noqa: E402
 
 #: Student t quantile t_{0.975, 2} (two-sided 95%, 2 degrees of freedom), from tables.
 T_975_2 = 4.302652729912
@@ -89,21 +90,27 @@ def test_values_match_a_direct_computation(snapshot, report):
             for layer in before:
                 for measure in ("cca", "cka"):
                     expected = float(get_measure(measure)(before[layer], after[layer], conv="channels"))
-                    row = per_task[(per_task["task"] == task["id"]) & (per_task["step"] == step)
-                                   & (per_task["layer"] == layer) & (per_task["measure"] == measure)]
+                    row = per_task[
+                        (per_task["task"] == task["id"])
+                        & (per_task["step"] == step)
+                        & (per_task["layer"] == layer)
+                        & (per_task["measure"] == measure)
+                    ]
                     assert len(row) == 1
                     assert row["value"].iloc[0] == pytest.approx(expected, abs=1e-10)
 
 
 def test_summary_t_interval_on_a_constructed_case():
-    per_task = pd.DataFrame({
-        "task": [0, 1, 2, 3, 0],
-        "inputs": ["query"] * 5,
-        "step": [1, 1, 1, 1, 2],
-        "layer": ["conv1"] * 5,
-        "measure": ["cka"] * 5,
-        "value": [0.2, 0.4, 0.9, math.nan, 0.5],
-    })
+    per_task = pd.DataFrame(
+        {
+            "task": [0, 1, 2, 3, 0],
+            "inputs": ["query"] * 5,
+            "step": [1, 1, 1, 1, 2],
+            "layer": ["conv1"] * 5,
+            "measure": ["cka"] * 5,
+            "value": [0.2, 0.4, 0.9, math.nan, 0.5],
+        }
+    )
     summary = summarize(per_task, confidence=0.95)
     first, single = summary.iloc[0], summary.iloc[1]
     values = np.array([0.2, 0.4, 0.9])
@@ -124,6 +131,7 @@ def test_support_inputs_with_too_few_datapoints_give_nan_with_reason(snapshot):
     with pytest.warns(UndefinedSimilarityWarning):
         per_task, summary = report_snapshot(snapshot, measures=("cca", "cka"), inputs="both", progress=False)
     assert set(per_task["inputs"]) == {"query", "support"}
+
     def support_head_cca(df):
         return df[(df["inputs"] == "support") & (df["layer"] == "head") & (df["measure"] == "cca")]
 
@@ -177,7 +185,6 @@ def test_importing_repsim_and_reporting_never_imports_meta(snapshot):
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"

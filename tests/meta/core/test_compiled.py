@@ -2,6 +2,7 @@
 dropped with the model; packages cached by graph; a clear error where the compiler is missing.
 (Its meta-gradients are checked against the plain autograd loop with every other path in
 ``tests/meta/core/test_inner.py``, and the training process loading no compiler there too.)"""
+
 from __future__ import annotations
 
 import gc
@@ -12,9 +13,9 @@ import pytest
 import torch
 
 from meta.core import compiled
-from meta.core.paths import meta_gradient
 from meta.core.inner import InnerLoop
 from meta.core.models import conv4
+from meta.core.paths import meta_gradient
 
 STEP = InnerLoop(1, 0.3)
 
@@ -82,7 +83,12 @@ def test_a_missing_compiler_names_the_other_paths(monkeypatch, tmp_path):
 def test_other_devices_are_refused_before_compiling():
     model = tiny_model()
     with pytest.raises(ValueError, match="runs on CPUs"):
-        compiled.TaskProgram(model, STEP, 0.5, [t.to("meta") for t in (torch.zeros(2, 1, 8, 8), torch.zeros(2), torch.zeros(4, 1, 8, 8), torch.zeros(4))])
+        compiled.TaskProgram(
+            model,
+            STEP,
+            0.5,
+            [t.to("meta") for t in (torch.zeros(2, 1, 8, 8), torch.zeros(2), torch.zeros(4, 1, 8, 8), torch.zeros(4))],
+        )
 
 
 def test_models_with_buffers_are_refused():
@@ -96,6 +102,7 @@ def test_models_with_buffers_are_refused():
 def test_models_other_than_conv4_are_refused_by_name():
     """The child process rebuilds the model from conv4's constructor arguments (nothing is
     unpickled), so only ``meta.core.models.Conv4`` itself can be compiled."""
+
     class Wider(type(tiny_model())):
         pass
 

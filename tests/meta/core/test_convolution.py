@@ -1,5 +1,6 @@
 """meta.core.convolution.conv2d: the convolution whose derivatives of every order are grouped kernels;
 meta.core.models.images_layout: the channels-last input layout."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """The inner loop and the meta-gradient, checked in float64 against a plain per-task autograd loop
 (written independently of meta.core.models and meta.core.inner) and against finite differences, for every
 regime, frozen set and execution path, through batch norm with batch statistics."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from meta.core import models
+from meta.core.inner import InnerLoop, frozen_prefix, inner_loop, layer_params, module_forward
+from meta.core.models import LAYERS, conv4
 from meta.core.paths import PATHS, meta_gradient
 from meta.core.procedures import evaluate_task
-from meta.core.inner import InnerLoop, frozen_prefix, inner_loop, layer_params, module_forward
-from meta.core import models
-from meta.core.models import LAYERS, conv4
 
 WAYS, SHOTS, QUERIES, TASKS, SIZE = 3, 2, 3, 3, 8
 
@@ -55,7 +56,8 @@ def reference_adapt(params: dict, x, y, inner: InnerLoop, create_graph: bool, ba
     loss is the reference MAML code's: cross-entropies summed over the support set, divided by
     the shots; batch-norm shifts adapt only with ``inner.adapt_norm``."""
     names = [
-        k for k in params
+        k
+        for k in params
         if (inner.adapt is None or k.split(".")[0] in inner.adapt) and (inner.adapt_norm or ".norm." not in k)
     ]
     shots = len(y) // int(y.max() + 1)
@@ -182,13 +184,19 @@ tasks = SimpleNamespace(support_x=torch.rand(2, 3, 1, 8, 8), support_y=torch.ara
 for path in PATHS:
     for inner in (InnerLoop(2, 0.1), InnerLoop(2, 0.1, adapt=frozenset({"head"}))):
         meta_gradient(model, tasks, inner, path=path, chunk=2, loop_from=4)
-print(sorted(m for m in sys.modules if m.split(".")[0] in ("sympy", "mpmath") or m.startswith(("torch._inductor", "torch._dynamo"))))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("sympy", "mpmath") or m.startswith(("torch._inductor", "torch._dynamo"))))  # noqa: E501
 """
 
 
 def test_meta_gradient_loads_no_symbolic_algebra_or_compiler():
-    done = subprocess.run([sys.executable, "-c", _NO_SYMPY], cwd=Path(__file__).resolve().parents[3],
-                          capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_SYMPY],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
@@ -220,7 +228,10 @@ def test_second_order_meta_gradient_matches_finite_differences(setting):
     analytic = sum(float((params[k].grad * direction[k]).sum()) for k in params)
     eps = 1e-6  # central differences: truncation ~eps^2, rounding ~1e-16/eps
     with torch.enable_grad():
-        shifted = [{k: (v + sign * eps * direction[k]).detach().requires_grad_() for k, v in params.items()} for sign in (1, -1)]
+        shifted = [
+            {k: (v + sign * eps * direction[k]).detach().requires_grad_() for k, v in params.items()}
+            for sign in (1, -1)
+        ]
         plus, minus = (reference_meta_loss(p, tasks, inner) for p in shifted)
     numeric = float((plus - minus).detach()) / (2 * eps)
     assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9)
@@ -302,8 +313,12 @@ def test_frozen_prefix_is_computed_once_per_task():
 
 @pytest.mark.parametrize(
     "kwargs,message",
-    [({"steps": -1, "lr": 0.1}, "steps"), ({"steps": 1, "lr": -0.1}, "lr"), ({"steps": 1.5, "lr": 0.1}, "steps"),
-     ({"steps": 1, "lr": 0.1, "adapt": "head"}, "string")],
+    [
+        ({"steps": -1, "lr": 0.1}, "steps"),
+        ({"steps": 1, "lr": -0.1}, "lr"),
+        ({"steps": 1.5, "lr": 0.1}, "steps"),
+        ({"steps": 1, "lr": 0.1, "adapt": "head"}, "string"),
+    ],
 )
 def test_inner_loop_config_is_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):

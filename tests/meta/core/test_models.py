@@ -1,4 +1,5 @@
 """conv4: architecture of the MAML reference code, staged forward, task-batched forward, factory."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,11 @@ def test_omniglot_shapes_follow_the_maml_code(omniglot_model):
     for hook in hooks:
         hook.remove()
     assert shapes == {
-        "conv1": (6, 64, 14, 14), "conv2": (6, 64, 7, 7), "conv3": (6, 64, 4, 4), "conv4": (6, 64, 2, 2), "head": (6, 5),
+        "conv1": (6, 64, 14, 14),
+        "conv2": (6, 64, 7, 7),
+        "conv3": (6, 64, 4, 4),
+        "conv4": (6, 64, 2, 2),
+        "head": (6, 5),
     }
     assert logits.shape == (6, 5) and omniglot_model.feature_dim == 64
     assert omniglot_model.layers == LAYERS == ("conv1", "conv2", "conv3", "conv4", "head")
@@ -71,7 +76,7 @@ def test_parameters_belong_to_named_layers_and_conv_bias_only_without_batch_norm
 
 
 def test_batch_statistics_at_train_and_test_time(omniglot_model):
-    """"batch" semantics: eval() changes nothing; an example's output depends on its batch."""
+    """ "batch" semantics: eval() changes nothing; an example's output depends on its batch."""
     x = torch.rand(8, 1, 28, 28)
     train_out = omniglot_model.train()(x)
     eval_out = omniglot_model.eval()(x)
@@ -125,12 +130,14 @@ def test_task_groups_round_trip():
 
 
 def test_factory_from_a_json_spec():
-    spec = json.loads('{"factory": "meta.core.models:conv4", "kwargs": {"ways": 20, "in_channels": 1, "variant": "omniglot"}}')
+    spec = json.loads(
+        '{"factory": "meta.core.models:conv4", "kwargs": {"ways": 20, "in_channels": 1, "variant": "omniglot"}}'
+    )
     module, name = spec["factory"].split(":")
     model = getattr(__import__(module, fromlist=[name]), name)(**spec["kwargs"])
     assert model.head.out_features == 20
     assert set(model.state_dict()) == {name for name, _ in model.named_parameters()}
-    assert BODY == LAYERS[:4]
+    assert LAYERS[:4] == BODY
 
 
 @pytest.mark.parametrize(
@@ -170,10 +177,13 @@ def test_batch_norm_folded_into_the_convolution_is_exact(stride, groups, channel
     weight = torch.randn(groups * 5, channels, 3, 3, generator=g, dtype=torch.float64)
     beta = torch.randn(groups * 5, generator=g, dtype=torch.float64)
     conv = torch.nn.functional.conv2d(x, weight, stride=stride, padding=1, groups=groups)
-    expected = torch.cat([
-        torch.nn.functional.batch_norm(part, None, None, None, beta.view(groups, 5)[i], training=True, eps=BN_EPS)
-        for i, part in enumerate(conv.split(5, dim=1))
-    ], dim=1)
+    expected = torch.cat(
+        [
+            torch.nn.functional.batch_norm(part, None, None, None, beta.view(groups, 5)[i], training=True, eps=BN_EPS)
+            for i, part in enumerate(conv.split(5, dim=1))
+        ],
+        dim=1,
+    )
     got = conv_batch_norm_folded(x, weight, beta, stride=stride, groups=groups)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
@@ -181,7 +191,9 @@ def test_batch_norm_folded_into_the_convolution_is_exact(stride, groups, channel
 def test_the_omniglot_first_block_takes_the_folded_route_for_large_batches(monkeypatch):
     calls = []
     original = conv_batch_norm_folded
-    monkeypatch.setattr("meta.core.models.conv_batch_norm_folded", lambda *a, **k: calls.append(a[0].shape[0]) or original(*a, **k))
+    monkeypatch.setattr(
+        "meta.core.models.conv_batch_norm_folded", lambda *a, **k: calls.append(a[0].shape[0]) or original(*a, **k)
+    )
     model = conv4(5)
     model(torch.rand(20, 1, 28, 28))
     model(torch.rand(5, 1, 28, 28))

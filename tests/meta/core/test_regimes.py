@@ -1,4 +1,5 @@
 """Regimes, NIL, presets, and short training runs that really learn on easy synthetic tasks."""
+
 from __future__ import annotations
 
 import json
@@ -9,15 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from meta.core.names import REGIMES
-from meta.core.procedures import evaluate_task
-from meta.core.regimes import MetaLearning, Multiclass, make_regime
-from meta.run.paper_defaults import PAPER_DEFAULTS, paper_defaults
-from meta.data import EpisodeSampler, FewShotSplit
 from meta.core.inner import InnerLoop
 from meta.core.models import conv4
+from meta.core.names import REGIMES
 from meta.core.nil import nil_accuracy, nil_log_probs, nil_loss
+from meta.core.procedures import evaluate_task
+from meta.core.regimes import MetaLearning, Multiclass, make_regime
+from meta.data import EpisodeSampler, FewShotSplit
 from meta.run.cpu import configure_cpu
+from meta.run.paper_defaults import PAPER_DEFAULTS, paper_defaults
 
 # --------------------------------------------------------------------------------------------
 # NIL
@@ -27,11 +28,16 @@ from meta.run.cpu import configure_cpu
 def test_nil_probabilities_are_the_matching_networks_formula():
     """p(y|q) = sum_i softmax_i(cos(f(q), f(s_i))) onehot(y_i), written out with loops."""
     g = torch.Generator().manual_seed(0)
-    support, query = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+    support, query = (
+        torch.randn(6, 4, generator=g, dtype=torch.float64),
+        torch.randn(3, 4, generator=g, dtype=torch.float64),
+    )
     labels = torch.tensor([0, 1, 2, 0, 1, 1])
     got = nil_log_probs(support, labels, query, ways=4).exp()
     for q in range(3):
-        cos = torch.tensor([float(F.cosine_similarity(query[q], support[i], dim=0)) for i in range(6)], dtype=torch.float64)
+        cos = torch.tensor(
+            [float(F.cosine_similarity(query[q], support[i], dim=0)) for i in range(6)], dtype=torch.float64
+        )
         weights = torch.softmax(cos, dim=0)
         expected = [float(weights[labels == c].sum()) for c in range(4)]
         torch.testing.assert_close(got[q], torch.tensor(expected, dtype=torch.float64))
@@ -76,9 +82,15 @@ def test_nil_rejects_mismatched_features():
 
 
 def test_presets_are_the_maml_papers():
-    assert paper_defaults("omniglot", 5, 1).train_inner == InnerLoop(1, 0.4) and paper_defaults("omniglot", 5, 1).meta_batch_size == 32
+    assert (
+        paper_defaults("omniglot", 5, 1).train_inner == InnerLoop(1, 0.4)
+        and paper_defaults("omniglot", 5, 1).meta_batch_size == 32
+    )
     assert paper_defaults("omniglot", 5, 1).test_inner == InnerLoop(3, 0.4)
-    assert paper_defaults("omniglot", 20, 1).train_inner == InnerLoop(5, 0.1) and paper_defaults("omniglot", 20, 1).meta_batch_size == 16
+    assert (
+        paper_defaults("omniglot", 20, 1).train_inner == InnerLoop(5, 0.1)
+        and paper_defaults("omniglot", 20, 1).meta_batch_size == 16
+    )
     mini1, mini5 = paper_defaults("miniimagenet", 5, 1), paper_defaults("miniimagenet", 5, 5)
     assert mini1.train_inner == InnerLoop(5, 0.01) and mini1.test_inner == InnerLoop(10, 0.01)
     assert (mini1.meta_batch_size, mini5.meta_batch_size) == (4, 2)
@@ -121,7 +133,9 @@ def synthetic_split(name: str, n_classes: int, seed: int, signal: float, per_cla
 @pytest.fixture(scope="module")
 def splits() -> tuple[FewShotSplit, FewShotSplit]:
     """Hard enough that an untrained conv4 is near chance with NIL (about 0.23)."""
-    return synthetic_split("synthetic/train", 40, seed=0, signal=0.3), synthetic_split("synthetic/test", 20, seed=1, signal=0.3)
+    return synthetic_split("synthetic/train", 40, seed=0, signal=0.3), synthetic_split(
+        "synthetic/test", 20, seed=1, signal=0.3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +179,9 @@ def test_batches_are_pure_functions_of_the_iteration(splits):
     (x1, y1), (x2, y2) = multiclass.batch(sampler, 5), multiclass.batch(sampler, 5)
     assert torch.equal(x1, x2) and torch.equal(y1, y2) and x1.shape == (16, 1, 28, 28)
     assert int(y1.max()) < train_split.n_classes and float(x1.max()) <= 1.0
-    index = np.flatnonzero((train_split.images[y1.numpy()] == (x1.numpy() * 255).round().astype(np.uint8)[:, None]).all(axis=(2, 3, 4)))
+    index = np.flatnonzero(
+        (train_split.images[y1.numpy()] == (x1.numpy() * 255).round().astype(np.uint8)[:, None]).all(axis=(2, 3, 4))
+    )
     assert len(index) >= 16  # every image is one of its labelled class's images
 
 
@@ -187,7 +203,11 @@ def test_multiclass_head_must_cover_the_classes(splits):
 
 # Inner learning rates are for the reference loss (summed over the support set, divided by the
 # shots: 5 x the mean for 5-way).
-TEST_INNER = {"maml": InnerLoop(3, 0.08), "fomaml": InnerLoop(3, 0.08), "anil": InnerLoop(5, 0.2, adapt=frozenset({"head"}))}
+TEST_INNER = {
+    "maml": InnerLoop(3, 0.08),
+    "fomaml": InnerLoop(3, 0.08),
+    "anil": InnerLoop(5, 0.2, adapt=frozenset({"head"})),
+}
 LEARNERS = {
     "maml": lambda: MetaLearning(InnerLoop(1, 0.08), 4, name="maml"),
     "fomaml": lambda: make_regime("fomaml", inner=InnerLoop(1, 0.08), meta_batch_size=4),

@@ -1,5 +1,6 @@
 """The episode sampler: class balance, disjoint support/query, exact pixel values, reproducibility
 from (seed, task index), resuming, fixed evaluation tasks, uniformity and every bad input."""
+
 from __future__ import annotations
 
 import hashlib
@@ -229,7 +230,9 @@ def test_fixed_task_seed_is_the_documented_hash(split: FewShotSplit) -> None:
     assert fixed_task_seed("omniglot/maml/test") == int.from_bytes(digest[:8], "little")
     assert fixed_tasks(split, 5, 1, 1).sampler.seed == fixed_task_seed("toy/test")
     other = tagged_split(name="toy/val")
-    assert not np.array_equal(fixed_tasks(other, 5, 1, 1, 10).indices().classes, fixed_tasks(split, 5, 1, 1, 10).indices().classes)
+    assert not np.array_equal(
+        fixed_tasks(other, 5, 1, 1, 10).indices().classes, fixed_tasks(split, 5, 1, 1, 10).indices().classes
+    )
     explicit = fixed_tasks(split, 5, 1, 1, n_tasks=3, seed=5)
     assert_same_batch(next(explicit.batches(3)), EpisodeSampler(split, 5, 1, 1, seed=5).batch(0, 3))
 

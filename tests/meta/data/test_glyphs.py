@@ -3,6 +3,7 @@
 The full set is generated once per test session (a few seconds on one core) into a temporary
 cache folder; the other tests read it from there.
 """
+
 from __future__ import annotations
 
 import json

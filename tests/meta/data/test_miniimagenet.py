@@ -1,5 +1,6 @@
 """miniImageNet readers on small generated files in both common forms (CSV + images, pickle),
 the safe unpickler, the cache and every bad-input path."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from meta.data import DatasetError, load_split
-from meta.data import miniimagenet
+from meta.data import DatasetError, load_split, miniimagenet
 from meta.data.miniimagenet import load_miniimagenet, safe_load_pickle
 
 LABELS = ("n03000001", "n01000002", "n02000003")  # deliberately not in sorted order
@@ -243,11 +243,23 @@ def test_bad_csv_form_raises(tmp_path: Path, rng, damage: str, message: str) -> 
     [
         ([1, 2, 3], "expected a dict with keys 'image_data' and 'class_dict'"),
         ({"image_data": np.zeros((2, 84, 84, 3), np.float32), "class_dict": {"a": [0, 1]}}, "must be uint8"),
-        ({"image_data": np.zeros((2, 84, 84), np.uint8), "class_dict": {"a": [0, 1]}}, "must be uint8 \\(N, H, W, 3\\)"),
-        ({"image_data": np.zeros((2, 84, 84, 3), np.uint8), "class_dict": {"a": [0, 2]}}, r"indices must be integers in \[0, 2\)"),
-        ({"image_data": np.zeros((3, 84, 84, 3), np.uint8), "class_dict": {"a": [0, 1], "b": [2]}}, "different numbers of images"),
+        (
+            {"image_data": np.zeros((2, 84, 84), np.uint8), "class_dict": {"a": [0, 1]}},
+            "must be uint8 \\(N, H, W, 3\\)",
+        ),
+        (
+            {"image_data": np.zeros((2, 84, 84, 3), np.uint8), "class_dict": {"a": [0, 2]}},
+            r"indices must be integers in \[0, 2\)",
+        ),
+        (
+            {"image_data": np.zeros((3, 84, 84, 3), np.uint8), "class_dict": {"a": [0, 1], "b": [2]}},
+            "different numbers of images",
+        ),
         ({"image_data": np.zeros((2, 84, 84, 3), np.uint8), "class_dict": {}}, "class_dict must be a non-empty dict"),
-        ({"image_data": np.zeros((2, 32, 32, 3), np.uint8), "class_dict": {"a": [0, 1]}}, "holds 32x32 images; image_size=84"),
+        (
+            {"image_data": np.zeros((2, 32, 32, 3), np.uint8), "class_dict": {"a": [0, 1]}},
+            "holds 32x32 images; image_size=84",
+        ),
     ],
 )
 def test_bad_pickle_raises(tmp_path: Path, data, message: str) -> None:

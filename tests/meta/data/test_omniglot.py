@@ -1,5 +1,6 @@
 """Omniglot: archive checks and errors (small fake archives), the exact resize, both protocols
 and the decoded-image cache; counts and splits on the real archives where they are present."""
+
 from __future__ import annotations
 
 import io
@@ -10,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import OMNIGLOT_DIR
 from PIL import Image
 
-from conftest import OMNIGLOT_DIR
-from meta.data import DatasetError, cache_root, load_split
-from meta.data import omniglot
+from meta.data import DatasetError, cache_root, load_split, omniglot
 from meta.data.omniglot import (
     LAKE_VAL_ALPHABETS,
     OFFICIAL_ALPHABETS,
@@ -114,8 +114,12 @@ def test_fake_zip_decodes_in_sorted_order(fake_evaluation, tmp_path: Path) -> No
     part = load_part(root, "evaluation", cache_dir=tmp_path / "cache", progress=False)
     assert part.images.shape == (6, 20, 1, 28, 28) and part.images.dtype == np.uint8
     assert part.characters == (
-        "Alpha/character01", "Alpha/character02", "Beta_(x)/character01", "Beta_(x)/character02",
-        "Beta_(x)/character03", "Gamma/character01",
+        "Alpha/character01",
+        "Alpha/character02",
+        "Beta_(x)/character01",
+        "Beta_(x)/character02",
+        "Beta_(x)/character03",
+        "Gamma/character01",
     )
     assert set(np.unique(part.images)) <= {0, 255}
     for c, character in enumerate(part.characters):
@@ -160,16 +164,31 @@ FIRST = "images_evaluation/Alpha/character01/0001_01.png"
     [
         (lambda m: _drop(m, "images_evaluation/Gamma/"), r"missing \['Gamma'\]"),
         (lambda m: _drop(m, "images_evaluation/Beta_(x)/character02/"), r"Beta_\(x\) has 2 characters, expected 3"),
-        (lambda m: _drop(m, "images_evaluation/Alpha/character02/0002_07.png"), "Alpha/character02 has 19 drawings, expected 20"),
+        (
+            lambda m: _drop(m, "images_evaluation/Alpha/character02/0002_07.png"),
+            "Alpha/character02 has 19 drawings, expected 20",
+        ),
         (lambda m: {**m, "images_evaluation/Zeta/character01/0009_01.png": m[FIRST]}, r"unexpected \['Zeta'\]"),
         (lambda m: {**m, "images_evaluation/Alpha/character01/0001_21.png": m[FIRST]}, "has 21 drawings"),
-        (lambda m: {**m, "images_evaluation/Alpha/loose.png": m[FIRST]}, "unexpected PNG images_evaluation/Alpha/loose.png"),
+        (
+            lambda m: {**m, "images_evaluation/Alpha/loose.png": m[FIRST]},
+            "unexpected PNG images_evaluation/Alpha/loose.png",
+        ),
         (lambda m: _corrupt_member(m, FIRST, b"\x89PNG\r\n\x1a\n garbage"), "0001_01.png: not a readable PNG"),
         (lambda m: _corrupt_member(m, FIRST, m[FIRST][: len(m[FIRST]) // 2]), "0001_01.png: not a readable PNG"),
         (lambda m: _corrupt_member(m, FIRST, png_bytes(np.zeros((104, 105), bool))), "is 105x104, expected 105x105"),
     ],
-    ids=["missing-alphabet", "missing-character", "missing-drawing", "extra-alphabet", "extra-drawing",
-         "bad-depth", "garbage-png", "truncated-png", "wrong-size"],
+    ids=[
+        "missing-alphabet",
+        "missing-character",
+        "missing-drawing",
+        "extra-alphabet",
+        "extra-drawing",
+        "bad-depth",
+        "garbage-png",
+        "truncated-png",
+        "wrong-size",
+    ],
 )
 def test_damaged_archive_raises_naming_the_problem(fake_table, tmp_path: Path, rng, damage, message) -> None:
     write_zip(tmp_path / "images_evaluation.zip", damage(fake_members("evaluation", rng)))
@@ -271,7 +290,10 @@ def test_maml_protocol_on_fake_archives(fake_both: Path, tmp_path: Path, monkeyp
         for s in ("train", "val", "test")
     }
     assert [splits[s].n_classes for s in ("train", "val", "test")] == [16, 8, 12]
-    both = [load_part(fake_both, p, image_size=12, cache_dir=tmp_path / "c", progress=False) for p in ("background", "evaluation")]
+    both = [
+        load_part(fake_both, p, image_size=12, cache_dir=tmp_path / "c", progress=False)
+        for p in ("background", "evaluation")
+    ]
     by_name = {name: images for part in both for name, images in zip(part.characters, part.images)}
     for split in splits.values():
         assert split.image_shape == (1, 12, 12)
@@ -445,9 +467,13 @@ def test_real_decode_matches_pillow_resize(omniglot_dir: Path, real_parts) -> No
 
 @pytest.mark.omniglot
 def test_real_maml_split(omniglot_dir: Path, real_cache: Path, real_parts) -> None:
-    splits = {s: load_omniglot(s, root=omniglot_dir, cache_dir=real_cache, progress=False) for s in ("train", "val", "test")}
+    splits = {
+        s: load_omniglot(s, root=omniglot_dir, cache_dir=real_cache, progress=False) for s in ("train", "val", "test")
+    }
     assert {s: v.images.shape for s, v in splits.items()} == {
-        "train": (4400, 20, 1, 28, 28), "val": (400, 20, 1, 28, 28), "test": (1692, 20, 1, 28, 28),
+        "train": (4400, 20, 1, 28, 28),
+        "val": (400, 20, 1, 28, 28),
+        "test": (1692, 20, 1, 28, 28),
     }
     # The original procedure, with the global random module as cbfinn/maml calls it.
     characters = [c for part in real_parts.values() for c in part.characters]

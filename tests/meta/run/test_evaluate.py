@@ -1,19 +1,23 @@
 """Evaluation: the CI formula, JSON results against a direct computation, the same tasks for
 every algorithm, the freezing ablation, NIL-testing and the mean/std over seeds."""
+
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from test_train import tiny_config
 
-from meta.core.procedures import evaluate_task
-from meta.data.synthetic import synthetic_split
-from meta.data import fixed_tasks
+from meta.core.inner import InnerLoop
 from meta.core.names import FREEZING_ROWS
+from meta.core.nil import nil_accuracy
+from meta.core.procedures import evaluate_task
+from meta.data import fixed_tasks
+from meta.data.synthetic import synthetic_split
 from meta.run.evaluate import (
     Evaluation,
     LoadedRun,
@@ -23,8 +27,6 @@ from meta.run.evaluate import (
     mean_ci95,
     run_procedure,
 )
-from meta.core.inner import InnerLoop
-from meta.core.nil import nil_accuracy
 from meta.run.train import train
 
 TASKS = 12
@@ -59,7 +61,7 @@ def test_ci95_is_1_96_population_std_over_sqrt_tasks():
 
 def test_evaluate_json_equals_a_direct_computation(runs):
     result = evaluate_run(runs["maml0"], tasks=TASKS, progress=False)
-    written = json.loads(open(result.json).read())
+    written = json.loads(Path(result.json).read_text())
     assert written["accuracy"] == result.accuracy and written["ci95"] == result.ci95
     assert Evaluation.from_json(written) == result  # the file reads back to the same result
     assert result.json.startswith(str(runs["maml0"] / "eval"))
@@ -71,8 +73,13 @@ def test_evaluate_json_equals_a_direct_computation(runs):
     assert list(result.result.per_task) == pytest.approx(direct.tolist(), abs=0)
     assert result.accuracy == pytest.approx(100 * direct.mean(), rel=1e-12)
     assert result.ci95 == pytest.approx(100 * 1.96 * direct.std() / math.sqrt(TASKS), rel=1e-12)
-    assert result.result.procedure == {"kind": "inner", "steps": 2, "lr": 0.4, "adapted_layers": list(model.layers),
-                                   "frozen_layers": []}
+    assert result.result.procedure == {
+        "kind": "inner",
+        "steps": 2,
+        "lr": 0.4,
+        "adapted_layers": list(model.layers),
+        "frozen_layers": [],
+    }
     assert result.result.summary.tasks == TASKS and "1.96" in written["ci95_formula"]
 
 
@@ -88,7 +95,9 @@ def test_freezing_ablation_rows_match_single_evaluations(runs):
     assert [row.frozen for row in table.rows] == ["none", "conv1", "conv1-2", "conv1-3", "conv1-4"]
     for row, (_, frozen) in zip(table.rows, FREEZING_ROWS):
         assert row.procedure["frozen_layers"] == list(frozen)
-        single = evaluate_run(runs["maml0"], tasks=TASKS, freeze=",".join(frozen) or "none", progress=False, write=False)
+        single = evaluate_run(
+            runs["maml0"], tasks=TASKS, freeze=",".join(frozen) or "none", progress=False, write=False
+        )
         assert single.accuracy == row.summary.accuracy and single.ci95 == row.summary.ci95
     default = evaluate_run(runs["maml0"], tasks=TASKS, progress=False, write=False)
     assert table.row("none").summary.accuracy == default.accuracy  # MAML adapts every layer by default

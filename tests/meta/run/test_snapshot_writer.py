@@ -1,5 +1,6 @@
 """Adaptation snapshots: the folder is exactly docs/formats.md, step files differ from the
 meta-learned weights only in the adapted layers, and repsim reads it."""
+
 from __future__ import annotations
 
 import json
@@ -8,17 +9,33 @@ import pytest
 import torch
 from test_train import assert_bitwise_equal, tiny_config, weights
 
-from meta.core.procedures import evaluate_task
-from meta.data.synthetic import synthetic_split
-from meta.data import fixed_tasks
 from meta.core.inner import InnerLoop
 from meta.core.models import conv4
+from meta.core.procedures import evaluate_task
+from meta.data import fixed_tasks
+from meta.data.synthetic import synthetic_split
 from meta.run.snapshot_writer import snapshot_run, write_snapshot
 from meta.run.train import train
 from repsim.snapshot_report import read_manifest
 
-MANIFEST_KEYS = {"format", "version", "model", "meta_weights", "layers", "batch_norm", "forward_batch", "algorithm",
-                 "adapted_layers", "inner_steps", "inner_lr", "ways", "shots", "queries", "dataset", "tasks"}
+MANIFEST_KEYS = {
+    "format",
+    "version",
+    "model",
+    "meta_weights",
+    "layers",
+    "batch_norm",
+    "forward_batch",
+    "algorithm",
+    "adapted_layers",
+    "inner_steps",
+    "inner_lr",
+    "ways",
+    "shots",
+    "queries",
+    "dataset",
+    "tasks",
+}
 TASK_KEYS = {"id", "dir", "inputs", "steps", "classes", "query_accuracy_before", "query_accuracy_after"}
 SPEC = {"factory": "meta.core.models:conv4", "kwargs": {"ways": 3, "in_channels": 1, "filters": 4}}
 
@@ -41,8 +58,9 @@ def layer_of(key: str) -> str:
 def test_snapshot_folder_matches_the_format(tmp_path, episodes, adapt):
     net = model()
     inner = InnerLoop(3, 0.4, adapt=adapt)
-    manifest = write_snapshot(net, SPEC, list(episodes), inner, tmp_path, algorithm="maml", dataset="synthetic/test",
-                              progress=False)
+    manifest = write_snapshot(
+        net, SPEC, list(episodes), inner, tmp_path, algorithm="maml", dataset="synthetic/test", progress=False
+    )
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
     assert set(manifest) == MANIFEST_KEYS
     assert manifest["format"] == "adaptation-snapshot" and manifest["version"] == 1

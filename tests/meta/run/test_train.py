@@ -1,5 +1,6 @@
 """Training runs: resuming (after a stop, after SIGKILL) ends bitwise where an uninterrupted run
 ends; checkpoints are atomic; incompatible reruns are refused; every regime trains; MAML learns."""
+
 from __future__ import annotations
 
 import json
@@ -15,6 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from meta.data.synthetic import synthetic_split
+from meta.run.config import RunConfig
+from meta.run.evaluate import evaluate_run
 from meta.run.state import (
     CheckpointError,
     capture_rng,
@@ -25,9 +29,6 @@ from meta.run.state import (
     save_checkpoint,
     unpack,
 )
-from meta.data.synthetic import synthetic_split
-from meta.run.config import RunConfig
-from meta.run.evaluate import evaluate_run
 from meta.run.train import IncompatibleRunError, train
 
 REPO = Path(__file__).resolve().parents[3]
@@ -36,9 +37,23 @@ REPO = Path(__file__).resolve().parents[3]
 def tiny_config(**changes) -> RunConfig:
     """A run that takes a fraction of a second per ten iterations (3-way 1-shot, 4 filters)."""
     base = RunConfig(
-        algorithm="maml", dataset="synthetic", ways=3, shots=1, queries=5, iterations=8, seed=3, filters=4,
-        meta_batch_size=2, inner_steps=1, inner_lr=0.4, test_inner_steps=2, val_every=4, val_tasks=4,
-        checkpoint_every=3, log_every=2, progress=False,
+        algorithm="maml",
+        dataset="synthetic",
+        ways=3,
+        shots=1,
+        queries=5,
+        iterations=8,
+        seed=3,
+        filters=4,
+        meta_batch_size=2,
+        inner_steps=1,
+        inner_lr=0.4,
+        test_inner_steps=2,
+        val_every=4,
+        val_tasks=4,
+        checkpoint_every=3,
+        log_every=2,
+        progress=False,
     )
     return base.replace(**changes)
 
@@ -125,8 +140,13 @@ def test_run_killed_at_a_random_moment_resumes_to_the_same_weights(reference, tm
             args.append(flag if value else f"--no-{flag[2:]}")
             continue
         args += [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
-    proc = subprocess.Popen(args + ["--no-progress"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args + ["--no-progress"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     info = out / "checkpoint.json"
     deadline = time.monotonic() + 120
     while not (info.is_file() and _iteration(info) >= 2):
@@ -191,8 +211,17 @@ def test_truncated_checkpoint_is_reported_not_loaded(tmp_path):
 # --------------------------------------------------------------------------- refusals
 
 
-@pytest.mark.parametrize("change", [{"ways": 4}, {"algorithm": "anil"}, {"inner_lr": 0.1}, {"seed": 4},
-                                    {"freeze_inner": ("conv1",)}, {"meta_batch_size": 3}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"ways": 4},
+        {"algorithm": "anil"},
+        {"inner_lr": 0.1},
+        {"seed": 4},
+        {"freeze_inner": ("conv1",)},
+        {"meta_batch_size": 3},
+    ],
+)
 def test_incompatible_rerun_is_refused(tmp_path, change):
     train(tiny_config(iterations=2), tmp_path)
     name = next(iter(change))
@@ -202,8 +231,10 @@ def test_incompatible_rerun_is_refused(tmp_path, change):
 
 def test_rerun_may_change_length_evaluation_and_logging(tmp_path):
     train(tiny_config(iterations=2), tmp_path)
-    result = train(tiny_config(iterations=3, val_every=1, val_tasks=3, log_every=1, checkpoint_every=1,
-                               test_inner_steps=1), tmp_path)
+    result = train(
+        tiny_config(iterations=3, val_every=1, val_tasks=3, log_every=1, checkpoint_every=1, test_inner_steps=1),
+        tmp_path,
+    )
     assert result.iterations == 3
     stored = json.loads((tmp_path / "config.json").read_text())["config"]
     assert stored["val_every"] == 1 and stored["iterations"] == 3
@@ -226,11 +257,28 @@ def test_folder_that_is_not_a_run_is_refused(tmp_path):
 
 def test_run_folder_matches_the_format(reference):
     names = {p.name for p in reference.iterdir()}
-    assert {"config.json", "checkpoint.safetensors", "checkpoint.json", "best.safetensors", "final.safetensors",
-            "metrics.csv", "metrics.json", "checkpoints"} <= names
+    assert {
+        "config.json",
+        "checkpoint.safetensors",
+        "checkpoint.json",
+        "best.safetensors",
+        "final.safetensors",
+        "metrics.csv",
+        "metrics.json",
+        "checkpoints",
+    } <= names
     info = json.loads((reference / "config.json").read_text())
-    assert info["model"] == {"factory": "meta.core.models:conv4", "kwargs": {
-        "ways": 3, "in_channels": 1, "variant": "omniglot", "image_size": 28, "batch_norm": "batch", "filters": 4}}
+    assert info["model"] == {
+        "factory": "meta.core.models:conv4",
+        "kwargs": {
+            "ways": 3,
+            "in_channels": 1,
+            "variant": "omniglot",
+            "image_size": 28,
+            "batch_norm": "batch",
+            "filters": 4,
+        },
+    }
     assert info["batch_norm"] == "batch" and "batch statistics" in info["batch_norm_semantics"]
     assert info["config"]["queries"] == 5 and info["config"]["meta_lr"] == 1e-3  # resolved defaults recorded
     state = json.loads((reference / "checkpoint.json").read_text())
@@ -241,7 +289,13 @@ def test_run_folder_matches_the_format(reference):
     # rows: train every 2 iterations, validation at 4 and 8
     rows = deterministic_rows(reference)
     assert [(r["iteration"], r["split"]) for r in rows] == [
-        (2, "train"), (4, "train"), (4, "val"), (6, "train"), (8, "train"), (8, "val")]
+        (2, "train"),
+        (4, "train"),
+        (4, "val"),
+        (6, "train"),
+        (8, "train"),
+        (8, "val"),
+    ]
     best = load_checkpoint(reference / "checkpoint.safetensors")["best"]
     val = {r["iteration"]: r["accuracy"] for r in rows if r["split"] == "val"}
     assert best["accuracy"] == max(val.values()) and val[best["iteration"]] == best["accuracy"]
@@ -288,7 +342,9 @@ def test_every_regime_trains_and_validates(tmp_path, algorithm):
 def test_random_features_keep_the_initial_weights(tmp_path):
     train(tiny_config(algorithm="random", iterations=1), tmp_path / "one")
     train(tiny_config(algorithm="random", iterations=3), tmp_path / "three")
-    assert_bitwise_equal(weights(tmp_path / "one" / "final.safetensors"), weights(tmp_path / "three" / "final.safetensors"))
+    assert_bitwise_equal(
+        weights(tmp_path / "one" / "final.safetensors"), weights(tmp_path / "three" / "final.safetensors")
+    )
 
 
 def test_freeze_inner_is_recorded_and_frozen_layers_still_meta_learn(tmp_path):
@@ -315,8 +371,18 @@ def test_synthetic_split_is_deterministic_and_disjoint():
 def test_maml_learns_well_above_chance_on_held_out_tasks(tmp_path):
     """5-way 5-shot synthetic: 60 MAML iterations lift held-out (test-split) accuracy from the
     initial network's (about 50%: fine-tuning random features) to far above chance (20%)."""
-    config = tiny_config(ways=5, shots=5, queries=5, filters=8, iterations=60, val_every=60, meta_batch_size=4,
-                         test_inner_steps=3, checkpoint_every=60, meta_lr=0.01)
+    config = tiny_config(
+        ways=5,
+        shots=5,
+        queries=5,
+        filters=8,
+        iterations=60,
+        val_every=60,
+        meta_batch_size=4,
+        test_inner_steps=3,
+        checkpoint_every=60,
+        meta_lr=0.01,
+    )
     train(config.replace(iterations=1, meta_lr=0.0), tmp_path / "init")  # lr 0: the initial weights
     train(config, tmp_path / "trained")
     before = evaluate_run(tmp_path / "init", tasks=100, progress=False, write=False)

@@ -1,22 +1,21 @@
 """The paper's numbers (meta.study.paper) and the report of a reproduction folder (meta.study.paper_report):
 Markdown tables, figures, a self-contained report.html, and the verdicts on the paper's findings."""
+
 from __future__ import annotations
 
 import base64
 import dataclasses
 import re
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from fake_reproduction import FakeSpec, fake_tables, write_fake_reproduction
 
-from fake_reproduction import FakeSpec, fake_tables, write_fake_reproduction  # noqa: E402
-
-from meta.study import paper  # noqa: E402
-from meta.study import paper_report as report  # noqa: E402
+from meta.study import paper
+from meta.study import paper_report as report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OMNIGLOT = FakeSpec(dataset="omniglot", ways=20, shots=1, accuracy=94.25, seed=1)
@@ -78,7 +77,9 @@ def test_paper_tables_have_the_columns_of_our_csvs(name):
 
 
 def test_paper_tables_agree_where_the_paper_repeats_itself():
-    table2, table4, table5 = (paper.paper_table(n) for n in ("table2_anil_vs_maml", "table4_nil", "table5_body_regimes"))
+    table2, table4, table5 = (
+        paper.paper_table(n) for n in ("table2_anil_vs_maml", "table4_nil", "table5_body_regimes")
+    )
     # Table 4's MAML and ANIL rows are Table 2's.
     repeated = table4[table4["method"] != "nil"].rename(columns={"method": "algorithm"})
     merged = table2.merge(repeated, on=["algorithm", "dataset", "ways", "shots"], suffixes=("_2", "_4"))
@@ -102,7 +103,11 @@ def test_paper_tables_are_fresh_copies_and_unknown_names_fail():
 def test_paper_labels_use_our_vocabulary():
     assert list(paper.paper_table("table1_freezing")["frozen"].unique()) == list(paper.FROZEN_LABELS)
     assert set(paper.paper_table("table5_body_regimes")["regime"]) == set(paper.REGIMES)
-    assert set(paper.paper_table("table3_cross_model_similarity")["comparison"]) == {"maml-maml", "anil-anil", "maml-anil"}
+    assert set(paper.paper_table("table3_cross_model_similarity")["comparison"]) == {
+        "maml-maml",
+        "anil-anil",
+        "maml-anil",
+    }
     assert paper.table2_rl()["algorithm"].tolist().count("anil") == 3
 
 
@@ -120,22 +125,25 @@ def test_the_paper_satisfies_the_rules_of_its_own_findings():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("change", "key", "verdict"), [
-    ({}, "adaptation_similarity", report.HOLDS),
-    ({"body_similarity": 0.85}, "adaptation_similarity", report.FAILS),
-    ({"body_similarity": 0.97, "head_similarity": 0.92}, "adaptation_similarity", report.FAILS),
-    ({"freeze_drop": 2.9}, "freezing", report.HOLDS),
-    ({"freeze_drop": 3.1}, "freezing", report.FAILS),
-    ({"freeze_drop": -1.0}, "freezing", report.HOLDS),
-    ({"anil_gap": -2.5}, "anil_vs_maml", report.HOLDS),
-    ({"anil_gap": -3.5}, "anil_vs_maml", report.FAILS),
-    ({"anil_gap": 3.5}, "anil_vs_maml", report.FAILS),
-    ({"nil_gap": 2.0}, "nil_vs_anil", report.HOLDS),
-    ({"nil_gap": -4.0}, "nil_vs_anil", report.FAILS),
-    ({}, "early_training", report.HOLDS),
-    ({"early_body_similarity": 0.8}, "early_training", report.FAILS),
-    ({"early_freeze_drop": 5.0}, "early_training", report.FAILS),
-])
+@pytest.mark.parametrize(
+    ("change", "key", "verdict"),
+    [
+        ({}, "adaptation_similarity", report.HOLDS),
+        ({"body_similarity": 0.85}, "adaptation_similarity", report.FAILS),
+        ({"body_similarity": 0.97, "head_similarity": 0.92}, "adaptation_similarity", report.FAILS),
+        ({"freeze_drop": 2.9}, "freezing", report.HOLDS),
+        ({"freeze_drop": 3.1}, "freezing", report.FAILS),
+        ({"freeze_drop": -1.0}, "freezing", report.HOLDS),
+        ({"anil_gap": -2.5}, "anil_vs_maml", report.HOLDS),
+        ({"anil_gap": -3.5}, "anil_vs_maml", report.FAILS),
+        ({"anil_gap": 3.5}, "anil_vs_maml", report.FAILS),
+        ({"nil_gap": 2.0}, "nil_vs_anil", report.HOLDS),
+        ({"nil_gap": -4.0}, "nil_vs_anil", report.FAILS),
+        ({}, "early_training", report.HOLDS),
+        ({"early_body_similarity": 0.8}, "early_training", report.FAILS),
+        ({"early_freeze_drop": 5.0}, "early_training", report.FAILS),
+    ],
+)
 def test_verdicts_follow_the_rules(change, key, verdict):
     findings = {f.key: f for f in report.check_findings(fake_tables((dataclasses.replace(FakeSpec(), **change),)))}
     assert findings[key].verdict == verdict, findings[key].evidence
@@ -149,11 +157,14 @@ def test_a_finding_fails_when_it_fails_in_one_setting_and_evidence_names_each_se
     assert "drop 6.00 points (> 3.0)" in finding.evidence[1] and "(≤ 3.0)" in finding.evidence[0]
 
 
-@pytest.mark.parametrize(("accuracies", "deepest"), [
-    ((90.0, 90.5, 89.9, 88.0, 40.0), "conv1-3 (88.00)"),   # conv4 adapts, conv1-3 are reused
-    ((90.0, 90.5, 85.0, 89.0, 40.0), "conv1 (90.50)"),     # a prefix: stops at the first drop
-    ((90.0, 80.0, 80.0, 80.0, 80.0), "none (90.00)"),
-])
+@pytest.mark.parametrize(
+    ("accuracies", "deepest"),
+    [
+        ((90.0, 90.5, 89.9, 88.0, 40.0), "conv1-3 (88.00)"),  # conv4 adapts, conv1-3 are reused
+        ((90.0, 90.5, 85.0, 89.0, 40.0), "conv1 (90.50)"),  # a prefix: stops at the first drop
+        ((90.0, 80.0, 80.0, 80.0, 80.0), "none (90.00)"),
+    ],
+)
 def test_freezing_evidence_names_the_deepest_frozen_prefix_within_the_limit(accuracies, deepest):
     tables = fake_tables()
     table = tables["table1_freezing"]
@@ -204,7 +215,9 @@ def test_markdown_tables_hold_every_row(written, name):
     assert len(rows) == len(csv)
     header = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("|")).strip("|").split("|")]
     assert header == list(csv.columns)
-    labels = [c for c in csv.columns if c in ("algorithm", "frozen", "method", "regime", "comparison", "layer", "measure")]
+    labels = [
+        c for c in csv.columns if c in ("algorithm", "frozen", "method", "regime", "comparison", "layer", "measure")
+    ]
     shown = {tuple(row[header.index(c)] for c in ["dataset", *labels]) for row in rows}
     assert shown == {tuple(str(v) for v in r) for r in csv[["dataset", *labels]].itertuples(index=False)}
     assert f"The paper's {paper.PROVENANCE[name].label}" in text
@@ -237,8 +250,11 @@ def test_report_is_one_self_contained_file(written, html_tags):
 
 
 def test_report_puts_our_number_beside_the_papers_for_a_matching_cell(html_tags):
-    maml = [row for row in html_tags.rows
-            if row.startswith("maml | omniglot 20-way 1-shot | 94.25 ±") and "93.70 ± 0.70" in row]
+    maml = [
+        row
+        for row in html_tags.rows
+        if row.startswith("maml | omniglot 20-way 1-shot | 94.25 ±") and "93.70 ± 0.70" in row
+    ]
     assert len(maml) == 2  # Table 2 (algorithm) and Table 4 (method)
     assert all(row.endswith("| 93.70 ± 0.70 | same setting | +0.55") for row in maml)
 
@@ -253,8 +269,11 @@ def test_report_marks_omniglot_as_a_reference_for_glyphs(html_tags):
 
 def test_report_shows_the_preset_and_the_verdicts(html_tags):
     assert any(row.startswith("stages.evaluate.tasks | 100") for row in html_tags.rows)
-    verdict_rows = [row for row in html_tags.rows if row.split(" | ")[0] in ("Figure 2", "Table 1", "Table 2", "Table 4",
-                                                                             "Figure 3")]
+    verdict_rows = [
+        row
+        for row in html_tags.rows
+        if row.split(" | ")[0] in ("Figure 2", "Table 1", "Table 2", "Table 4", "Figure 3")
+    ]
     assert len(verdict_rows) == 5 and all(" | holds | " in row for row in verdict_rows)
 
 
@@ -263,7 +282,11 @@ def test_report_says_plainly_when_a_finding_does_not_hold(tmp_path):
     out = write_fake_reproduction(tmp_path, (spec,), omit=["figure2_adaptation_similarity", "figure3_early_training"])
     tags = _parse(report.write_paper_outputs(out).read_text(encoding="utf-8"))
     row = next(row for row in tags.rows if row.startswith("Table 1 |"))
-    assert " | does not hold | " in row and "drop 7.50 points (> 3.0)" in row and "≥ accuracy with none frozen − 3.0" in row
+    assert (
+        " | does not hold | " in row
+        and "drop 7.50 points (> 3.0)" in row
+        and "≥ accuracy with none frozen − 3.0" in row
+    )
 
 
 def test_missing_csvs_and_preset_give_not_measured_sections(tmp_path):
@@ -325,10 +348,15 @@ def test_table3_comparison_averages_the_body_layers(written):
     tables = report.load_tables(written)
     ours = tables["table3_cross_model_similarity"]
     shown = report.comparison_table("table3_cross_model_similarity", tables)
-    row = shown[(shown["comparison"] == "maml-anil") & (shown["measure"] == "cka")
-                & (shown["setting"] == "glyphs 5-way 1-shot")].iloc[0]
-    body = ours[(ours["comparison"] == "maml-anil") & (ours["measure"] == "cka") & (ours["dataset"] == "glyphs")
-                & ours["layer"].str.startswith("conv")]
+    row = shown[
+        (shown["comparison"] == "maml-anil") & (shown["measure"] == "cka") & (shown["setting"] == "glyphs 5-way 1-shot")
+    ].iloc[0]
+    body = ours[
+        (ours["comparison"] == "maml-anil")
+        & (ours["measure"] == "cka")
+        & (ours["dataset"] == "glyphs")
+        & ours["layer"].str.startswith("conv")
+    ]
     assert row["ours (mean over body layers)"] == f"{body['value'].mean():.3f} (4 layers)"
     assert row["paper (body average)"] == "0.83"
 
@@ -345,8 +373,11 @@ def test_figure2_bars_are_the_csv_values():
     axes = fig.get_axes()
     assert len(axes) == 2 and [ax.get_title().split(",")[0] for ax in axes] == ["CCA", "CKA"]
     heights = [patch.get_height() for patch in axes[0].patches]
-    expected = [frame.query("measure == 'cca' and algorithm == @alg and layer == @layer")["value"].item()
-                for alg in ("maml", "anil") for layer in paper.LAYERS]
+    expected = [
+        frame.query("measure == 'cca' and algorithm == @alg and layer == @layer")["value"].item()
+        for alg in ("maml", "anil")
+        for layer in paper.LAYERS
+    ]
     np.testing.assert_allclose(heights, expected)
 
 

@@ -1,6 +1,7 @@
 """``python -m meta reproduce``: the tiny preset end to end (every file of the documented layout,
 CSVs consistent with the eval JSONs and the snapshots), reruns that skip finished stages and jobs,
 the plans of the real presets, and the errors."""
+
 from __future__ import annotations
 
 import itertools
@@ -13,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import meta.study.reproduce as rp
 import meta.run.train
-from meta.run.paper_defaults import PAPER_DEFAULTS
+import meta.study.reproduce as rp
 from meta.cli import main as meta_main
+from meta.run.paper_defaults import PAPER_DEFAULTS
 from meta.study.presets import BASELINE_REGIMES, TINY, get_preset
 from repsim.snapshot_report import report_snapshot
 
@@ -28,7 +29,7 @@ FROZEN = ("none", "conv1", "conv1-2", "conv1-3", "conv1-4")
 def documented_layout() -> dict[str, list[str]]:
     """``{relative CSV path: columns}`` from docs/formats.md's "Reproduction output" table."""
     text = (REPO / "docs" / "formats.md").read_text()
-    section = text[text.index("## Reproduction output"):]
+    section = text[text.index("## Reproduction output") :]
     layout = {}
     for line in section.splitlines():
         match = re.match(r"\| `((?:table|figure)\w+)\.csv` \| (.+) \|$", line)
@@ -75,9 +76,13 @@ def test_every_documented_file_is_written_with_its_columns(tiny):
     for run in names:
         assert (tiny / "runs" / run / "final.safetensors").is_file()
     snapshots = {p.name for p in (tiny / "snapshots").iterdir()}
-    assert snapshots == {"maml_synthetic_3w1s_seed0", "maml_synthetic_3w1s_seed1", "anil_synthetic_3w1s_seed0",
-                         "anil_synthetic_3w1s_seed1", *(f"maml_synthetic_3w1s_seed{s}_iter{i:06d}"
-                                                        for s in (0, 1) for i in (5, 10))}
+    assert snapshots == {
+        "maml_synthetic_3w1s_seed0",
+        "maml_synthetic_3w1s_seed1",
+        "anil_synthetic_3w1s_seed0",
+        "anil_synthetic_3w1s_seed1",
+        *(f"maml_synthetic_3w1s_seed{s}_iter{i:06d}" for s in (0, 1) for i in (5, 10)),
+    }
     for name in snapshots:
         manifest = json.loads((tiny / "snapshots" / name / "manifest.json").read_text())
         assert len(manifest["tasks"]) == TINY.snapshot_tasks
@@ -89,7 +94,8 @@ def test_rows_cover_every_setting_label(tiny):
     assert read(tiny, "table5_body_regimes")["regime"].tolist() == ["maml", "anil", *BASELINE_REGIMES]
     fig2 = read(tiny, "figure2_adaptation_similarity")
     assert set(itertools.product(fig2["algorithm"], fig2["layer"], fig2["measure"])) == set(
-        itertools.product(("maml", "anil"), LAYERS, ("cca", "cka")))
+        itertools.product(("maml", "anil"), LAYERS, ("cca", "cka"))
+    )
     fig3 = read(tiny, "figure3_early_training")
     assert sorted(set(fig3["iteration"])) == [5, 10, 20]
     assert set(fig3.loc[fig3["kind"] == "freezing", "layer"]) == set(FROZEN)
@@ -104,8 +110,9 @@ def test_rows_cover_every_setting_label(tiny):
 
 def test_accuracy_tables_equal_the_eval_jsons(tiny):
     maml = [eval_json(tiny, f"maml_synthetic_3w1s_seed{s}", "ablation-freezing") for s in (0, 1)]
-    anil = [eval_json(tiny, f"anil_synthetic_3w1s_seed{s}", "inner-2steps-frozen-conv1+conv2+conv3+conv4")
-            for s in (0, 1)]
+    anil = [
+        eval_json(tiny, f"anil_synthetic_3w1s_seed{s}", "inner-2steps-frozen-conv1+conv2+conv3+conv4") for s in (0, 1)
+    ]
     anil_nil = [eval_json(tiny, f"anil_synthetic_3w1s_seed{s}", "nil") for s in (0, 1)]
     table1 = read(tiny, "table1_freezing").set_index("frozen")
     for i, label in enumerate(FROZEN):
@@ -131,8 +138,10 @@ def test_freezing_points_of_figure3_equal_the_checkpoint_evaluations(tiny):
     fig3 = read(tiny, "figure3_early_training")
     freezing = fig3[fig3["kind"] == "freezing"].set_index(["iteration", "layer"])
     for iteration, weights in ((5, "5"), (10, "10"), (20, "final")):
-        runs = [eval_json(tiny, f"maml_synthetic_3w1s_seed{s}", "ablation-freezing", weights, TINY.early_eval_tasks)
-                for s in (0, 1)]
+        runs = [
+            eval_json(tiny, f"maml_synthetic_3w1s_seed{s}", "ablation-freezing", weights, TINY.early_eval_tasks)
+            for s in (0, 1)
+        ]
         for i, label in enumerate(FROZEN):
             expected = np.mean([r["rows"][i]["accuracy"] for r in runs])
             assert freezing.loc[(iteration, label), "value"] == pytest.approx(expected, abs=1e-12)
@@ -165,19 +174,23 @@ def test_anil_body_is_unchanged_by_adaptation(tiny):
 
 
 def test_table3_is_the_mean_over_tasks_of_compare_models(tiny):
-    from repsim.compare import compare_models
-
     from meta.run.evaluate import LoadedRun, evaluation_tasks
+    from repsim.compare import compare_models
 
     runs = [LoadedRun.open(tiny / "runs" / f"maml_synthetic_3w1s_seed{s}") for s in (0, 1)]
     models = [r.model("final") for r in runs]
     tasks = evaluation_tasks(runs[0].config, rp.load_split_once(runs[0].config, "test"), TINY.similarity_tasks)
-    values = [compare_models(*models, tasks[t].query_x, layers_a=list(LAYERS), measures=["cka"], progress=False)
-              .set_index("layer_a")["value"] for t in range(len(tasks))]
+    values = [
+        compare_models(*models, tasks[t].query_x, layers_a=list(LAYERS), measures=["cka"], progress=False).set_index(
+            "layer_a"
+        )["value"]
+        for t in range(len(tasks))
+    ]
     table3 = read(tiny, "table3_cross_model_similarity").set_index(["comparison", "layer", "measure"])
     for layer in LAYERS:
         assert table3.loc[("maml-maml", layer, "cka"), "value"] == pytest.approx(
-            np.mean([v[layer] for v in values]), abs=1e-9)
+            np.mean([v[layer] for v in values]), abs=1e-9
+        )
 
 
 # --------------------------------------------------------------------------- reruns
@@ -279,8 +292,23 @@ def test_early_iterations():
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "paper"
-    assert meta_main(["reproduce", "--preset", "paper", "--out", str(out), "--dry-run", "--data-root",
-                      "omniglot=/nowhere", "--jobs", "3"]) == 0
+    assert (
+        meta_main(
+            [
+                "reproduce",
+                "--preset",
+                "paper",
+                "--out",
+                str(out),
+                "--dry-run",
+                "--data-root",
+                "omniglot=/nowhere",
+                "--jobs",
+                "3",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     for number, stage in enumerate(rp.STAGES, start=1):
         assert f"{number}. {stage}" in text
@@ -322,15 +350,18 @@ def test_missing_omniglot_names_data_root(tmp_path, monkeypatch):
     with pytest.raises(rp.ReproductionError, match="--data-root"):
         rp.reproduce("omniglot", tmp_path / "o", jobs=1, progress=False)
     with pytest.raises(rp.ReproductionError, match="does not exist.*--data-root"):
-        rp.reproduce("omniglot", tmp_path / "o", jobs=1, data_roots={"omniglot": str(tmp_path / "none")},
-                     progress=False)
+        rp.reproduce(
+            "omniglot", tmp_path / "o", jobs=1, data_roots={"omniglot": str(tmp_path / "none")}, progress=False
+        )
     assert not (tmp_path / "o").exists()
 
 
 def test_data_root_arguments():
     assert rp.parse_data_roots(["/d"], get_preset("omniglot")) == {"omniglot": "/d"}
     assert rp.parse_data_roots(["omniglot=/o", "miniimagenet=/m"], get_preset("paper")) == {
-        "omniglot": "/o", "miniimagenet": "/m"}
+        "omniglot": "/o",
+        "miniimagenet": "/m",
+    }
     with pytest.raises(ValueError, match="DATASET=DIR"):
         rp.parse_data_roots(["/d"], get_preset("paper"))
 

@@ -1,4 +1,5 @@
 """CCA family (repsim.measures.canonical): closed forms, invariances, float64 references, bad input."""
+
 from __future__ import annotations
 
 import numpy as np

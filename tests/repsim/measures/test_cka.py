@@ -1,4 +1,5 @@
 """Linear, debiased, kernel and minibatch CKA: closed forms, invariances, float64 references."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,9 +38,7 @@ def reference_hsic(K: np.ndarray, L: np.ndarray, debiased: bool) -> float:
 
 
 def reference_cka(K: np.ndarray, L: np.ndarray, debiased: bool = False) -> float:
-    return reference_hsic(K, L, debiased) / np.sqrt(
-        reference_hsic(K, K, debiased) * reference_hsic(L, L, debiased)
-    )
+    return reference_hsic(K, L, debiased) / np.sqrt(reference_hsic(K, K, debiased) * reference_hsic(L, L, debiased))
 
 
 def reference_rbf(X: np.ndarray, factor: float = 1.0) -> np.ndarray:
@@ -172,9 +171,7 @@ def test_float32_uncentred_relu_activations_give_the_float64_answer():
     truth = np.linalg.norm(Yc.T @ Xc) ** 2 / (np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Yc.T @ Yc))
     assert linear_cka(X32, Y32) == pytest.approx(truth, abs=1e-8)
     assert linear_cka(torch.from_numpy(X32), torch.from_numpy(Y32)) == pytest.approx(truth, abs=1e-8)
-    assert linear_cka(X32, Y32, debiased=True) == pytest.approx(
-        float(linear_cka(X64, Y64, debiased=True)), abs=1e-8
-    )
+    assert linear_cka(X32, Y32, debiased=True) == pytest.approx(float(linear_cka(X64, Y64, debiased=True)), abs=1e-8)
     # the data are hard enough: computing in float32 (after centring, even) misses by far more
     assert abs(linear_cka(X32, Y32, dtype=torch.float32) - truth) > 1e-7
 
@@ -247,9 +244,7 @@ def test_auto_form_follows_the_cost_rule(rng):
 def test_numpy_and_torch_inputs_agree(rng):
     X, Y = related_pair(rng, 60, 5, 7)
     for measure in ALL_CKA.values():
-        assert measure(torch.from_numpy(X), torch.from_numpy(Y)) == pytest.approx(
-            float(measure(X, Y)), abs=1e-13
-        )
+        assert measure(torch.from_numpy(X), torch.from_numpy(Y)) == pytest.approx(float(measure(X, Y)), abs=1e-13)
 
 
 @pytest.mark.parametrize("conv", repsim.CONV_POLICIES)
@@ -279,26 +274,24 @@ def test_similarity_records_what_was_computed(rng):
 def test_cuda_matches_cpu(rng):
     X, Y = related_pair(rng, 300, 20, 10)
     for measure in ALL_CKA.values():
-        assert measure(torch.tensor(X).cuda(), torch.tensor(Y).cuda()) == pytest.approx(
-            float(measure(X, Y)), abs=1e-10
-        )
+        assert measure(torch.tensor(X).cuda(), torch.tensor(Y).cuda()) == pytest.approx(float(measure(X, Y)), abs=1e-10)
 
 
 # ---------------------------------------------------------------- minibatch CKA
 def test_minibatch_single_batch_equals_debiased_cka(rng):
     X, Y = related_pair(rng, 64, 5, 6)
-    assert minibatch_cka(X, Y, batch_size=64) == pytest.approx(
-        float(linear_cka(X, Y, debiased=True)), abs=TIGHT
-    )
+    assert minibatch_cka(X, Y, batch_size=64) == pytest.approx(float(linear_cka(X, Y, debiased=True)), abs=TIGHT)
 
 
 def test_minibatch_averages_per_batch_unbiased_hsic(rng):
     X, Y = related_pair(rng, 100, 4, 3)
     bounds = [(0, 40), (40, 80), (80, 100)]
-    h = np.array([
-        [reference_hsic(a @ a.T, b @ b.T, True) for a, b in ((x, y), (x, x), (y, y))]
-        for x, y in ((X[i:j], Y[i:j]) for i, j in bounds)
-    ]).mean(axis=0)
+    h = np.array(
+        [
+            [reference_hsic(a @ a.T, b @ b.T, True) for a, b in ((x, y), (x, x), (y, y))]
+            for x, y in ((X[i:j], Y[i:j]) for i, j in bounds)
+        ]
+    ).mean(axis=0)
     got = minibatch_cka(X, Y, batch_size=40)
     assert got == pytest.approx(h[0] / np.sqrt(h[1] * h[2]), abs=1e-10)
     assert (got.details["n_batches"], got.details["n"], got.details["n_dropped"]) == (3, 100, 0)
@@ -379,8 +372,18 @@ def test_minibatch_cka_rejects_bad_input(rng):
 
 # ---------------------------------------------------------------- the registry
 def test_registry_names_and_aliases(rng):
-    expected = {"cca", "mean_cca", "svcca", "pwcca", "cka", "linear_cka", "debiased_cka", "kernel_cka",
-                "procrustes", "rsa"}
+    expected = {
+        "cca",
+        "mean_cca",
+        "svcca",
+        "pwcca",
+        "cka",
+        "linear_cka",
+        "debiased_cka",
+        "kernel_cka",
+        "procrustes",
+        "rsa",
+    }
     assert set(repsim.MEASURES) == expected
     assert repsim.get_measure("cka") is repsim.get_measure("linear_cka") is linear_cka
     X, Y = related_pair(rng, 60, 4, 3)

@@ -1,4 +1,5 @@
 """Procrustes distance and RSA: closed forms, invariances, scipy references, bad input."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -130,9 +131,7 @@ def test_rsa_correlation_ignores_per_datapoint_scale_and_offset(rng):
 def test_rsa_euclidean_ignores_rotation_and_translation_of_neurons(rng):
     X, Y = rng.normal(size=(30, 4)), rng.normal(size=(30, 6))
     moved = X @ orthonormal_columns(rng, 4, 4) + rng.normal(size=4) * 20
-    assert rsa(moved, Y, metric="euclidean") == pytest.approx(
-        float(rsa(X, Y, metric="euclidean")), abs=1e-12
-    )
+    assert rsa(moved, Y, metric="euclidean") == pytest.approx(float(rsa(X, Y, metric="euclidean")), abs=1e-12)
 
 
 def test_average_ranks_match_scipy_with_ties():

@@ -1,4 +1,5 @@
 """Exact streaming accumulators (repsim.measures.streaming) against the in-memory measures."""
+
 from __future__ import annotations
 
 import numpy as np
