@@ -1,4 +1,7 @@
-"""``python -m meta``: see :mod:`meta.cli`."""
+"""``python -m meta``: see :mod:`meta.cli`.
+
+Imports: :mod:`meta.cli` only.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``python -m meta``: train, evaluate and snapshot few-shot meta-learners.
+"""``python -m meta``: train, evaluate and snapshot few-shot meta-learners, reproduce the paper
+and report on a reproduction.
 
 ::
 
@@ -9,10 +10,15 @@
     python -m meta snapshot RUN_DIR --tasks 8 --out SNAP_DIR [--steps S] [--split test]
     python -m meta reproduce --preset quick|omniglot|paper --out DIR [--jobs N] [--data-root [NAME=]DIR] \\
         [--dry-run] [--force]
+    python -m meta report DIR
 
 ``train`` on a folder that already holds a run resumes it (the stored ``config.json`` is the
 base, so ``python -m meta train --out RUN_DIR`` alone continues it). Errors in the input are
 reported as ``meta <command>: error: ...`` with exit status 2.
+
+The only command line of :mod:`meta`. Imports: every room of :mod:`meta` and :mod:`repsim.io`;
+the reproduction and the report (:mod:`meta.study`) inside their commands, so that the other
+commands do not load matplotlib.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from meta.run.evaluate import ABLATIONS, DEFAULT_TASKS, evaluate_runs, format_re
 from meta.run.folder import RunFolder
 from meta.run.snapshot_writer import snapshot_run
 from meta.run.train import train
-from meta.study.presets import PRESETS, get_preset
+from meta.study.presets import STUDY_PRESETS, get_study_preset
 from repsim.io import write_json
 
 
@@ -125,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         required=True,
         metavar="NAME",
-        help="; ".join(f"{name}: {p.description}" for name, p in PRESETS.items()),
+        help="; ".join(f"{name}: {p.description}" for name, p in STUDY_PRESETS.items()),
     )
     rp.add_argument("--out", required=True, help="output folder (created; a rerun continues it)")
     rp.add_argument(
@@ -147,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--dry-run", action="store_true", help="print the plan (stages, runs, settings) and stop")
     rp.add_argument("--force", action="store_true", help="delete another preset's results found in --out")
     rp.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+    rr = commands.add_parser(
+        "report",
+        help="the paper's tables, figures and report.html of a reproduction folder, and the verdicts",
+        description="Write the Markdown tables, figures and self-contained report.html of a reproduction"
+        " folder from its CSVs, and print the verdicts on the paper's findings.",
+    )
+    rr.add_argument("out_dir", metavar="DIR", help="output folder of `python -m meta reproduce`")
     return parser
 
 
@@ -215,9 +229,10 @@ def _snapshot(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from meta.study.reproduce import parse_data_roots, reproduce
+    from meta.study.folder import parse_data_roots
+    from meta.study.pipeline import reproduce
 
-    preset = get_preset(args.preset)
+    preset = get_study_preset(args.preset)
     reproduce(
         preset,
         args.out,
@@ -232,7 +247,25 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "snapshot": _snapshot, "reproduce": _reproduce}
+def _report(args: argparse.Namespace) -> int:
+    """``meta report DIR``: write the Markdown tables, figures and report.html, print the verdicts; returns 0."""
+    from meta.study.findings import check_findings, findings_text
+    from meta.study.report import write_paper_outputs
+    from meta.study.schema import load_tables
+
+    report = write_paper_outputs(args.out_dir)
+    print(findings_text(check_findings(load_tables(args.out_dir))))
+    print(f"wrote {report}")
+    return 0
+
+
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "snapshot": _snapshot,
+    "reproduce": _reproduce,
+    "report": _report,
+}
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

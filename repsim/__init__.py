@@ -36,17 +36,21 @@ from repsim.measures import (
     svcca,
 )
 from repsim.snapshot_report import report_snapshot
-from repsim.weights import UnsafeCheckpointError, build_model, load_model, load_state_dict
+from repsim.tensor_files import DamagedFileError, UnsafeCheckpointError
+from repsim.weights import UntrustedFactoryError, allow_factory, build_model, load_model, load_state_dict
 
 __all__ = [
     "CCAResult",
     "CONV_POLICIES",
+    "DamagedFileError",
     "MEASURES",
     "MomentAccumulator",
     "Similarity",
     "StreamingCCA",
     "StreamingCKA",
     "UnsafeCheckpointError",
+    "UntrustedFactoryError",
+    "allow_factory",
     "build_model",
     "capture_activations",
     "cca",

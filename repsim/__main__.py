@@ -1,4 +1,7 @@
-"""``python -m repsim``: see :mod:`repsim.cli`."""
+"""``python -m repsim``: see :mod:`repsim.cli`.
+
+Imports: :mod:`repsim.cli` only.
+"""
 
 from __future__ import annotations
 

@@ -23,6 +23,8 @@ Batch composition matters when a batch-norm layer uses batch statistics (train m
 during adaptation. Otherwise ``batch_size=None`` is one batch up to :data:`WHOLE_BATCH_LIMIT`
 inputs and batches of :data:`DEFAULT_BATCH_SIZE` beyond that (the activations are the same
 either way, up to floating-point rounding).
+
+Imports: nothing of ``repsim`` (torch, numpy and tqdm only); never :mod:`meta`.
 """
 
 from __future__ import annotations

@@ -2,8 +2,13 @@
 snapshot, layer by layer.
 
 Exit status: 0 on success; 2 for bad input (unknown layer or measure, bad model spec, keys that
-do not match, unreadable files; the message starts with ``repsim: error:``); 3 when a checkpoint
-is refused because loading it would run code from it.
+do not match, unreadable or damaged files; the message starts with ``repsim: error:``); 3 when
+loading would run code: a checkpoint that carries code, or a snapshot whose manifest names a model
+factory that is not on the allowlist (:mod:`repsim.weights`; ``--model`` trusts one).
+
+Imports: :mod:`repsim.compare`, :mod:`repsim.io`, :mod:`repsim.measures.inputs`,
+:mod:`repsim.snapshot_report`, :mod:`repsim.tables`, :mod:`repsim.weights`, and
+:mod:`repsim.plots` inside the commands that draw; never :mod:`meta`.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from repsim.io import atomic_write_text, write_csv, write_json
 from repsim.measures.inputs import CONV_POLICIES
 from repsim.snapshot_report import INPUT_CHOICES, report_snapshot
 from repsim.tables import summary_markdown
+from repsim.tensor_files import UnsafeCheckpointError
 from repsim.weights import (
-    UnsafeCheckpointError,
+    UntrustedFactoryError,
     load_inputs,
     load_model,
     parse_json_object,
@@ -157,6 +163,14 @@ def _report_parser(sub: Any) -> None:
     add("--inputs", choices=INPUT_CHOICES, default="query", help="which task inputs (default query)")
     add("--layers", action="append", metavar="NAMES", help="layers (default: the manifest's)")
     add("--confidence", type=float, default=0.95, help="confidence of the t-interval (default 0.95)")
+    add(
+        "--model",
+        action="append",
+        default=[],
+        metavar="PACKAGE.MODULE:CALLABLE",
+        help="trust this model factory if the manifest names it (needed for factories that no installed"
+        " package declares in the 'repsim.model_factories' entry points; repeatable)",
+    )
     _common_options(rep)
 
 
@@ -192,8 +206,8 @@ def run_compare(args: argparse.Namespace) -> list[Path]:
     else:
         kwargs_b = {} if args.model_b else kwargs_a
     remap = {"strip_prefixes": args.strip_prefix, "rename": parse_rename(args.rename)}
-    model_a = load_model(args.model, kwargs_a, args.a, **remap)
-    model_b = load_model(factory_b, kwargs_b, args.b, **remap)
+    model_a = load_model(args.model, kwargs_a, args.a, source=None, **remap)  # named on the command line
+    model_b = load_model(factory_b, kwargs_b, args.b, source=None, **remap)
     inputs = load_inputs(args.inputs)
     layers_b = _comma_list(args.layers_b) or None
     df = compare_models(
@@ -253,6 +267,7 @@ def run_report(args: argparse.Namespace) -> list[Path]:
         conv=args.conv,
         confidence=args.confidence,
         measure_kwargs=_measure_kwargs(args.measure_kwargs),
+        trusted=args.model,
         progress=not args.no_progress,
     )
     settings = {
@@ -288,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             written = run_compare(args) if args.command == "compare" else run_report(args)
-    except UnsafeCheckpointError as err:
+    except (UnsafeCheckpointError, UntrustedFactoryError) as err:
         print(f"repsim: error: {err}", file=sys.stderr)
         return EXIT_UNSAFE
     except ValueError as err:

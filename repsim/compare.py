@@ -31,6 +31,9 @@ in :data:`STREAMING_MEASURES` (linear and debiased CKA, the CCA family) are accu
 batch with the exact accumulators of :mod:`repsim.measures.streaming`, so the activations of all inputs
 are never held at once; the others (kernel CKA, Procrustes, RSA) need every activation in memory
 and raise ValueError when the estimated float64 size exceeds ``memory_limit``.
+
+Imports: :mod:`repsim.capture` and :mod:`repsim.measures` (inputs, the registry, the streaming
+accumulators); never files, plots or :mod:`meta`.
 """
 
 from __future__ import annotations

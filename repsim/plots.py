@@ -4,6 +4,9 @@ Every function takes the DataFrames of :func:`repsim.compare.compare_models` or
 :func:`repsim.snapshot_report.report_snapshot` and returns a :class:`matplotlib.figure.Figure` built
 without pyplot (no global state, no display needed: figures render with the Agg canvas).
 :func:`save_figure` writes PNG files atomically.
+
+Imports: :mod:`repsim.io` only; never :mod:`repsim.measures` (plots compute no measure) nor
+:mod:`meta`.
 """
 
 from __future__ import annotations

@@ -17,13 +17,17 @@ table, are left out of the mean, and are counted in ``n_undefined``.
 
 This module reads the folder without importing ``meta``; the model is built from the spec in the
 manifest (which, for snapshots written by ``meta``, names ``meta.core.models``).
+
+Imports: :mod:`repsim.capture`, :mod:`repsim.compare`, :mod:`repsim.measures.inputs` and
+:mod:`repsim.weights`; never :mod:`meta` (the module a model spec names is imported by
+:func:`repsim.weights.build_model`, by name, when a report runs).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +110,17 @@ def read_manifest(snapshot_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def snapshot_model(snapshot_dir: str | Path, manifest: Mapping[str, Any]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def snapshot_model(
+    snapshot_dir: str | Path, manifest: Mapping[str, Any], trusted: Iterable[str] = ()
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """Build the snapshot's model from its spec and load the meta-learned weights; returns the
-    model and those weights."""
+    model and those weights. The factory the manifest names must be on the allowlist
+    (:func:`repsim.weights.trusted_factories`, plus ``trusted``)."""
     root = Path(snapshot_dir)
     spec = manifest["model"]
-    model = build_model(spec["factory"], spec.get("kwargs", {}))
+    if not isinstance(spec, Mapping) or "factory" not in spec:
+        raise ValueError(f"{str(root / 'manifest.json')!r}: 'model' must be an object with a 'factory'")
+    model = build_model(spec["factory"], spec.get("kwargs", {}), source=root / "manifest.json", trusted=trusted)
     meta_state = load_state_dict(_inside(root, manifest["meta_weights"], "meta_weights"))
     apply_state_dict(model, meta_state, source=f"meta weights of {str(root)!r}")
     return model, meta_state
@@ -134,7 +143,7 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, f
     ``k`` finite values; the half-width is NaN for ``k < 2``, everything is NaN for ``k = 0``.
     Returns ``mean, std, n_tasks, n_undefined, ci_low, ci_high, ci_half_width``.
     """
-    from scipy import stats  # imported here: scipy.stats costs ~0.4 s at `import repsim`
+    from scipy import stats  # imported here: scipy.stats is slow to import, and `import repsim` need not pay
 
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1); got {confidence!r}")
@@ -227,6 +236,7 @@ def report_snapshot(
     conv: str = "channels",
     confidence: float = 0.95,
     measure_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    trusted: Iterable[str] = (),
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Similarity of each layer before vs after each inner step, for every task of a snapshot.
@@ -240,6 +250,7 @@ def report_snapshot(
             is a datapoint, as in the paper, so ``n = N*H*W`` is ample for CCA).
         confidence: level of the t-interval over tasks.
         measure_kwargs: extra keyword arguments per measure.
+        trusted: model factories to trust besides the allowlist (the command line's ``--model``).
         progress: tqdm bar over tasks.
 
     Returns:
@@ -251,7 +262,7 @@ def report_snapshot(
     check_choice(conv, CONV_POLICIES, "conv")
     fns = resolve_measures(measures)
     manifest = read_manifest(root)
-    model, meta_state = snapshot_model(root, manifest)
+    model, meta_state = snapshot_model(root, manifest, trusted)
     chosen = list(manifest["layers"] if layers is None else layers)
     sets = ("query", "support") if inputs == "both" else (inputs,)
     rows = []

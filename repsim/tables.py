@@ -3,7 +3,8 @@ before-vs-after pivot, its Markdown, and writing several tables at once.
 
 Nothing here computes similarity; the functions take the report's DataFrames.
 
-Imports: :mod:`repsim.io` only.
+Imports: :mod:`repsim.io` only; never :mod:`repsim.measures` (tables compute no measure) nor
+:mod:`meta`.
 """
 
 from __future__ import annotations

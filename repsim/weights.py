@@ -18,15 +18,33 @@ common training-script layouts). Key prefixes such as ``module.`` (``DataParalle
 
 A model is named by a factory spec ``"package.module:callable"`` (the callable may be a dotted
 attribute path, ``"package.module:Class.build"``) plus keyword arguments; see docs/formats.md.
+
+**Metadata never chooses code.** Building a model imports the factory's module, so a factory
+named inside a folder (a run's ``config.json``, a snapshot's ``manifest.json``, anything read
+from disk) is imported only if it is on the allowlist (:func:`trusted_factories`): the
+factories that installed packages declare in the entry-point group
+:data:`FACTORY_ENTRY_POINTS` (``meta`` declares its conv4 there), those registered in Python
+with :func:`allow_factory`, and those the caller passes as ``trusted`` (what the user named on
+the command line, ``--model``). Anything else is refused with :class:`UntrustedFactoryError`
+before any import. Every call of :func:`build_model` and :func:`load_model` says where its
+factory came from (``source``: the file that named it, or ``None`` when the caller named it).
+
+Files are read by :mod:`repsim.tensor_files`: a file that would run code is an
+:class:`~repsim.tensor_files.UnsafeCheckpointError` naming the global, a damaged one a
+:class:`~repsim.tensor_files.DamagedFileError` naming the offset or the field. Weights of an
+integer, bool or complex dtype where the model has floating-point ones are refused by name.
+
+Imports: :mod:`repsim.io` and :mod:`repsim.tensor_files` only; never :mod:`meta` (the module a
+model spec names is imported by name, with :mod:`importlib`, only when a model is built and only
+from the allowlist).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import pickle
-import re
 from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +55,10 @@ import torch
 from torch import nn
 
 from repsim.io import atomic_write_bytes
+from repsim.tensor_files import read_tensor_file
 
 #: Keys under which a checkpoint dict may hold its state_dict, in the order they are tried.
 STATE_DICT_KEYS = ("state_dict", "model")
-
-
-class UnsafeCheckpointError(ValueError):
-    """A checkpoint that could only be loaded by running code from it; it was not loaded."""
 
 
 class CheckpointKeyError(ValueError):
@@ -64,11 +79,48 @@ class ModelSpecError(ValueError):
     """A factory spec that does not name a callable returning an ``nn.Module``."""
 
 
+class UntrustedFactoryError(ModelSpecError):
+    """A factory named by a file that is not on the allowlist; nothing was imported."""
+
+
+# --------------------------------------------------------------------------- the allowlist
+
+#: The entry-point group in which installed packages declare their model factories trusted
+#: (``name = package.module:callable``, the value being the factory spec).
+FACTORY_ENTRY_POINTS = "repsim.model_factories"
+_ALLOWED: set[str] = set()
+
+
+def allow_factory(spec: str) -> None:
+    """Trust ``spec`` (``"package.module:callable"``) in this process: files may name it."""
+    _check_spec_form(spec)
+    _ALLOWED.add(spec)
+
+
+def trusted_factories(extra: Iterable[str] = ()) -> frozenset[str]:
+    """The allowlist: the installed packages' declared factories (:data:`FACTORY_ENTRY_POINTS`),
+    those of :func:`allow_factory`, and ``extra``."""
+    declared = {entry.value.replace(" ", "") for entry in entry_points(group=FACTORY_ENTRY_POINTS)}
+    return frozenset(declared | _ALLOWED | set(extra))
+
+
+def check_factory_allowed(spec: Any, source: str | Path, trusted: Iterable[str] = ()) -> None:
+    """:class:`UntrustedFactoryError` unless the factory ``spec`` that ``source`` names is on the
+    allowlist (:func:`trusted_factories` with ``trusted``). Nothing is imported."""
+    if spec in trusted_factories(trusted):
+        return
+    raise UntrustedFactoryError(
+        f"{str(source)!r} names the model factory {spec!r}, which is not on the allowlist of trusted"
+        f" factories; building it would import and run that code. If you trust it, name it yourself:"
+        f" --model {spec} on the command line, or repsim.weights.allow_factory({spec!r}) in Python"
+    )
+
+
 # --------------------------------------------------------------------------- model specs
 
 
-def _import_factory(spec: str) -> Any:
-    """Return the object named by ``"package.module:attr.path"``; ModelSpecError otherwise."""
+def _check_spec_form(spec: Any) -> tuple[str, str]:
+    """``(module, attribute path)`` of ``"package.module:attr.path"``; ModelSpecError otherwise."""
     if not isinstance(spec, str) or spec.count(":") != 1:
         raise ModelSpecError(
             f"model spec {spec!r} must be 'package.module:callable' (one colon), e.g. 'meta.core.models:conv4'"
@@ -76,6 +128,16 @@ def _import_factory(spec: str) -> Any:
     module_name, attr_path = spec.split(":")
     if not module_name or not attr_path:
         raise ModelSpecError(f"model spec {spec!r} has an empty module or callable name")
+    return module_name, attr_path
+
+
+def _import_factory(spec: str, source: str | Path | None, trusted: Iterable[str]) -> Any:
+    """Return the object named by ``"package.module:attr.path"`` (ModelSpecError otherwise),
+    after checking the allowlist when a file (``source``) named it. The only place in the
+    toolkit that imports a module by a name it was given."""
+    module_name, attr_path = _check_spec_form(spec)
+    if source is not None:
+        check_factory_allowed(spec, source, trusted)
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
@@ -95,26 +157,43 @@ def _import_factory(spec: str) -> Any:
     return obj
 
 
-def build_model(factory: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+def build_model(
+    factory: str,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    source: str | Path | None,
+    trusted: Iterable[str] = (),
+) -> nn.Module:
     """Build a model from a factory spec: ``import package.module; package.module.callable(**kwargs)``.
 
     Args:
         factory: ``"package.module:callable"``; the callable may be a dotted path.
         kwargs: keyword arguments for the callable (JSON-like values), ``None`` for none.
+        source: the file that named ``factory`` (its ``config.json``, ``manifest.json``...): the
+            factory must then be on the allowlist; ``None`` when the caller named it (code, or
+            the command line), which trusts it.
+        trusted: more factories to trust for this call (e.g. the command line's ``--model``).
 
     Raises:
+        UntrustedFactoryError: a file named a factory that is not on the allowlist (nothing
+            imported).
         ModelSpecError: missing colon, module not importable, attribute missing, not callable,
-            wrong keyword arguments, or a return value that is not an ``nn.Module``.
+            wrong keyword arguments, the factory failing, or a return value that is not an
+            ``nn.Module``.
     """
     if kwargs is None:
         kwargs = {}
     if not isinstance(kwargs, Mapping):
         raise ModelSpecError(f"model kwargs must be a JSON object (dict); got {type(kwargs).__name__}")
-    fn = _import_factory(factory)
+    fn = _import_factory(factory, source, trusted)
     try:
         model = fn(**kwargs)
     except TypeError as err:
         raise ModelSpecError(f"model spec {factory!r} rejected kwargs {dict(kwargs)!r}: {err}") from None
+    except Exception as err:  # whatever the factory raises, it is the factory's failure
+        raise ModelSpecError(
+            f"model spec {factory!r} failed with kwargs {dict(kwargs)!r}: {type(err).__name__}: {err}"
+        ) from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"model spec {factory!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -132,66 +211,6 @@ def parse_json_object(text: str | None, what: str = "model kwargs") -> dict[str,
     if not isinstance(value, dict):
         raise ModelSpecError(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
-
-
-# --------------------------------------------------------------------------- reading files
-
-
-def is_safetensors_file(path: str | Path) -> bool:
-    """True when ``path`` starts like a safetensors file: an 8-byte little-endian header size
-    ``h`` followed by a JSON object of ``h`` bytes that fits in the file."""
-    path = Path(path)
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(9)
-    if len(head) < 9:
-        return False
-    header_len = int.from_bytes(head[:8], "little")
-    return 0 < header_len <= size - 8 and head[8:9] == b"{"
-
-
-def _refusal_reason(message: str) -> str:
-    """The gist of torch's weights-only refusal: the global it would import, or the first line
-    after ``WeightsUnpickler error:``."""
-    found = re.search(r"Unsupported global: GLOBAL (\S+) was not", message)
-    if found:
-        return f"it needs {found.group(1)}"
-    detail = message.split("WeightsUnpickler error:")[-1]
-    lines = [line.strip() for line in detail.splitlines() if line.strip()]
-    return lines[0][:200] if lines else "unsupported content"
-
-
-def _torch_load_safely(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` of an open file (so torch does not dispatch on the
-    file name); refusals become UnsafeCheckpointError."""
-    try:
-        with path.open("rb") as f:
-            return torch.load(f, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = _refusal_reason(str(err))
-        raise UnsafeCheckpointError(
-            f"refusing to load {str(path)!r}: it holds objects other than tensors and plain"
-            f" containers, and loading it would run code from the file ({reason}). Convert it to"
-            " a plain state_dict (safetensors) in a trusted environment."
-        ) from None
-    except (RuntimeError, KeyError, EOFError, OSError) as err:
-        raise ValueError(
-            f"{str(path)!r} is neither a safetensors file nor a torch.save file ({type(err).__name__}: {err})"
-        ) from None
-
-
-def read_tensor_file(path: str | Path) -> Any:
-    """Read a ``.safetensors`` file (dict of tensors) or a ``torch.save`` file (any weights-only
-    object) without executing code. Raises UnsafeCheckpointError or ValueError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist or is not a file")
-    if is_safetensors_file(path):
-        try:
-            return safetensors.torch.load_file(str(path), device="cpu")
-        except safetensors.SafetensorError as err:
-            raise ValueError(f"{str(path)!r} is a damaged safetensors file: {err}") from None
-    return _torch_load_safely(path)
 
 
 def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -294,7 +313,8 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, sou
             (with a hint about ``--strip-prefix`` / ``--rename`` when a common prefix explains
             the difference).
     """
-    expected = set(model.state_dict())
+    own = model.state_dict()
+    expected = set(own)
     missing = sorted(expected - set(state))
     unexpected = sorted(set(state) - expected)
     if missing or unexpected:
@@ -304,6 +324,7 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, sou
             missing=missing,
             unexpected=unexpected,
         )
+    _check_dtypes(own, state, source)
     try:
         model.load_state_dict(dict(state), strict=True)
     except RuntimeError as err:
@@ -311,16 +332,35 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, sou
     return model
 
 
+def _check_dtypes(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str) -> None:
+    """ValueError naming the entries whose dtype cannot stand for the model's: integer, bool or
+    complex values where the model holds real floating-point ones (loading would cast them
+    silently)."""
+    wrong = [
+        f"{key} ({str(state[key].dtype).removeprefix('torch.')})"
+        for key, tensor in own.items()
+        if tensor.is_floating_point() and not state[key].is_floating_point()
+    ]
+    if wrong:
+        raise ValueError(
+            f"{source} holds weights of a non-floating-point dtype where the model's are floating point:"
+            f" {_preview(wrong, 10)}; refusing to cast them"
+        )
+
+
 def load_model(
     factory: str,
     kwargs: Mapping[str, Any] | None,
     checkpoint: str | Path,
     *,
+    source: str | Path | None,
+    trusted: Iterable[str] = (),
     strip_prefixes: Iterable[str] = (),
     rename: Mapping[str, str] | None = None,
 ) -> nn.Module:
-    """Build ``factory(**kwargs)`` and load the (remapped) weights of ``checkpoint`` into it."""
-    model = build_model(factory, kwargs)
+    """Build ``factory(**kwargs)`` (``source`` and ``trusted`` as in :func:`build_model`) and
+    load the (remapped) weights of ``checkpoint`` into it."""
+    model = build_model(factory, kwargs, source=source, trusted=trusted)
     state = load_state_dict(checkpoint, strip_prefixes=strip_prefixes, rename=rename)
     return apply_state_dict(model, state, source=f"checkpoint {str(checkpoint)!r}")
 

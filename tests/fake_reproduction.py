@@ -1,6 +1,7 @@
 """A fake reproduction folder: the CSVs of ``python -m meta reproduce`` (docs/formats.md,
-"Reproduction output") in exactly the documented schemas, with plausible synthetic numbers and
-nothing trained, so that the paper report and the notebooks can be tested in seconds.
+"Reproduction output") in exactly the documented schemas (written by :mod:`meta.study.schema`, as
+the pipeline's), with plausible synthetic numbers and nothing trained, so that the paper report
+and the notebooks can be tested in seconds.
 
 Each :class:`FakeSpec` is one setting (data set, ways, shots); its fields set the quantities the
 paper's findings are about exactly (e.g. ``freeze_drop`` is accuracy(none) − accuracy(conv1-4) for
@@ -21,23 +22,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from repsim.io import atomic_write_text, write_csv
+if __name__ == "__main__":  # run as a script, this folder is on sys.path, where its meta/ would shadow the package
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "head")
-FROZEN = ("none", "conv1", "conv1-2", "conv1-3", "conv1-4")
+from meta.core.names import FROZEN_LABELS, LAYERS
+from meta.study.schema import BODY_REGIMES, COLUMNS, write_table
+from repsim.io import atomic_write_text
+
 #: Offsets above the lowest conv layer's similarity (conv4 is the lowest: the paper's "slight dip").
 _CONV_OFFSETS = (0.02, 0.015, 0.008, 0.0)
 #: Accuracy of the body-training regimes (Table 5) relative to MAML's, in points.
 _REGIME_OFFSETS = {"maml": 1.0, "multiclass": -8.0, "multitask": -20.0, "random": -14.0, "nil": -9.0}
-TABLE_FILES = {
-    "table1_freezing": "tables",
-    "table2_anil_vs_maml": "tables",
-    "table3_cross_model_similarity": "tables",
-    "table4_nil": "tables",
-    "table5_body_regimes": "tables",
-    "figure2_adaptation_similarity": "figures",
-    "figure3_early_training": "figures",
-}
 
 
 @dataclass(frozen=True)
@@ -86,9 +81,9 @@ def _accuracy_row(rng: np.random.Generator, spec: FakeSpec, accuracy: float, **k
 
 def _table1(rng: np.random.Generator, spec: FakeSpec) -> list[dict]:
     end = spec.accuracy - spec.freeze_drop
-    middle = np.linspace(spec.accuracy, end, len(FROZEN))[1:-1] + rng.normal(0, 0.1, len(FROZEN) - 2)
+    middle = np.linspace(spec.accuracy, end, len(FROZEN_LABELS))[1:-1] + rng.normal(0, 0.1, len(FROZEN_LABELS) - 2)
     accuracies = [spec.accuracy, *middle, end]
-    return [_accuracy_row(rng, spec, a, algorithm="maml", frozen=f) for f, a in zip(FROZEN, accuracies)]
+    return [_accuracy_row(rng, spec, a, algorithm="maml", frozen=f) for f, a in zip(FROZEN_LABELS, accuracies)]
 
 
 def _methods(spec: FakeSpec) -> dict[str, float]:
@@ -107,8 +102,7 @@ def _table4(rng: np.random.Generator, spec: FakeSpec) -> list[dict]:
 def _table5(rng: np.random.Generator, spec: FakeSpec) -> list[dict]:
     accuracies = {"maml": spec.accuracy + _REGIME_OFFSETS["maml"], "anil": _methods(spec)["nil"]}
     accuracies.update({r: spec.accuracy + d for r, d in _REGIME_OFFSETS.items() if r != "maml"})
-    order = ("maml", "anil", "multiclass", "multitask", "random", "nil")
-    return [_accuracy_row(rng, spec, accuracies[r], regime=r, test="nil") for r in order]
+    return [_accuracy_row(rng, spec, accuracies[r], regime=r, test="nil") for r in BODY_REGIMES]
 
 
 def _table3(rng: np.random.Generator, spec: FakeSpec) -> list[dict]:
@@ -183,7 +177,7 @@ def _figure3(rng: np.random.Generator, spec: FakeSpec) -> list[dict]:
                 for layer in LAYERS
             ]
         accuracy = spec.accuracy - 10 + 3 * step
-        accuracies = np.linspace(accuracy, accuracy - spec.early_freeze_drop, len(FROZEN))
+        accuracies = np.linspace(accuracy, accuracy - spec.early_freeze_drop, len(FROZEN_LABELS))
         rows += [
             _similarity_row(
                 rng,
@@ -195,7 +189,7 @@ def _figure3(rng: np.random.Generator, spec: FakeSpec) -> list[dict]:
                 layer=frozen,
                 measure="accuracy",
             )
-            for frozen, a in zip(FROZEN, accuracies)
+            for frozen, a in zip(FROZEN_LABELS, accuracies)
         ]
     return rows
 
@@ -208,84 +202,6 @@ _BUILDERS = {
     "table5_body_regimes": _table5,
     "figure2_adaptation_similarity": _figure2,
     "figure3_early_training": _figure3,
-}
-#: Column order of each CSV, as in docs/formats.md.
-COLUMNS = {
-    "table1_freezing": [
-        "algorithm",
-        "dataset",
-        "ways",
-        "shots",
-        "frozen",
-        "accuracy",
-        "ci95",
-        "std_seeds",
-        "n_seeds",
-        "n_tasks",
-    ],
-    "table2_anil_vs_maml": [
-        "algorithm",
-        "dataset",
-        "ways",
-        "shots",
-        "accuracy",
-        "ci95",
-        "std_seeds",
-        "n_seeds",
-        "n_tasks",
-    ],
-    "table3_cross_model_similarity": [
-        "comparison",
-        "layer",
-        "measure",
-        "value",
-        "std",
-        "n_pairs",
-        "dataset",
-        "ways",
-        "shots",
-    ],
-    "table4_nil": ["method", "dataset", "ways", "shots", "accuracy", "ci95", "std_seeds", "n_seeds", "n_tasks"],
-    "table5_body_regimes": [
-        "regime",
-        "test",
-        "dataset",
-        "ways",
-        "shots",
-        "accuracy",
-        "ci95",
-        "std_seeds",
-        "n_seeds",
-        "n_tasks",
-    ],
-    "figure2_adaptation_similarity": [
-        "algorithm",
-        "layer",
-        "measure",
-        "value",
-        "ci95",
-        "std_seeds",
-        "n_tasks",
-        "n_seeds",
-        "dataset",
-        "ways",
-        "shots",
-    ],
-    "figure3_early_training": [
-        "algorithm",
-        "iteration",
-        "kind",
-        "layer",
-        "measure",
-        "value",
-        "ci95",
-        "std_seeds",
-        "n_tasks",
-        "n_seeds",
-        "dataset",
-        "ways",
-        "shots",
-    ],
 }
 
 
@@ -308,7 +224,7 @@ def write_fake_reproduction(
     skipped = set(omit)
     for name, frame in fake_tables(specs).items():
         if name not in skipped:
-            write_csv(out / TABLE_FILES[name] / f"{name}.csv", frame)
+            write_table(out, name, frame.to_dict("records"))
     if preset:
         resolved = {
             "preset": "fake",

@@ -104,6 +104,10 @@ def not_a_module() -> int:
 NOT_CALLABLE = 5
 
 
+#: The factory a toy snapshot's manifest names (not on the allowlist: tests trust it by name).
+SNAPSHOT_FACTORY = "toy_models:convnet"
+
+
 def write_toy_snapshot(
     root,
     *,
@@ -130,7 +134,7 @@ def write_toy_snapshot(
 
     root = Path(root)
     generator = torch.Generator().manual_seed(seed)
-    spec = {"factory": "toy_models:convnet", "kwargs": {"ways": ways, "seed": seed}}
+    spec = {"factory": SNAPSHOT_FACTORY, "kwargs": {"ways": ways, "seed": seed}}
     model = convnet(**spec["kwargs"])
     meta_state = {k: v.clone() for k, v in model.state_dict().items()}
     save_state_dict(root / "meta.safetensors", meta_state)

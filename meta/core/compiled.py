@@ -26,12 +26,15 @@ the JSON of :func:`_spec`: the conv4's recipe, the inner loop and the input shap
 writes the compiled package into a cache folder (:func:`cache_dir`, keyed by the traced graph,
 torch's version and the thread count, written atomically); the training process only loads it
 through torch's C++ runtime (``torch._C._aoti``). So the training process never imports the
-compiler (inductor, dynamo and sympy: about 200 MB of resident memory in-process, measured) and
-its memory is the iteration's. The first program of a graph takes about a minute to compile on
-one core (a C++ compiler is needed); a cached one loads in seconds. CPUs only.
+compiler (inductor, dynamo and sympy, which are large in memory) and its memory is the
+iteration's. The first program of a graph takes a while to compile (a C++ compiler is needed); a
+cached one loads quickly. CPUs only.
 
-Why: on the project's CPUs the per-task operations of a 5-image support set are too small for
-their per-call cost, and fusing them is what the other paths cannot do (benchmarks/README.md).
+Why: on CPUs the per-task operations of a 5-image support set are too small for their per-call
+cost, and fusing them is what the other paths cannot do. What it gains, and the compile time, are
+measured in ``benchmarks/README.md`` (``bench_maml.py``).
+
+Imports: :mod:`meta.core` and :mod:`meta.data.cache` (the cache folder) only.
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ def graph_inputs(task: Sequence[Tensor]) -> tuple[Tensor, ...]:
     channels-last (:func:`meta.core.models.images_layout`). The strides of a graph's inputs are the
     only ones inductor keeps; of a 1-channel image made channels-last inside the graph it keeps
     the channels-first strides, and oneDNN then runs conv1 channels-first and converts its
-    gradients (measured: 8% of a MAML iteration)."""
+    gradients, a measurable part of an iteration."""
     support_x, support_y, query_x, query_y = task
     return images_layout(support_x), support_y, images_layout(query_x), query_y
 
@@ -140,7 +143,7 @@ class TaskProgram:
             )
         self.package = build_package(model, inner, scale, example)
         # run_single_threaded: the calling thread runs the program (no runner pool, no locks;
-        # measured 1.69x the baseline against 1.51x with the pool)
+        # faster than the pool in bench_maml.py)
         self._runner = torch._C._aoti.AOTIModelPackageLoader(str(self.package), "model", True, 1, -1)
         self._params = sum(1 for _ in model.parameters())
 

@@ -20,11 +20,13 @@ All three are bilinear, and their derivatives are the three again::
     <H, conv_weight(x, g)> : d/dx = conv_input(g, H),   d/dg = conv(x, H)
 
 so the graph of any order is made of them. Exact: the same sums as torch's own derivatives, in a
-different order (checked in float64 against torch's autograd, ``tests/meta/core/test_convolution.py``).
-Measured on the project's CPUs (``benchmarks/README.md``): the second-order inner loop of a
-chunk of 4 tasks, with its backward, is about 8% faster; for ``groups == 1`` torch's own double
-backward is faster (``path="loop"`` 5% slower with :func:`conv2d`), so
-:func:`meta.core.models.conv3x3` uses it for grouped convolutions only.
+different order (checked in float64 against torch's autograd,
+``tests/meta/core/test_convolution.py``). On CPUs it makes the second-order inner loop of a
+chunk of tasks faster, while for ``groups == 1`` torch's own double backward is the faster one
+(``benchmarks/README.md``), so :func:`meta.core.models.conv3x3` uses it for grouped convolutions
+only.
+
+Imports: nothing of :mod:`meta` (torch only).
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ tasks at once (inputs and per-task parameters with a leading task dimension; con
 convolutions). The support loss it differentiates is the *sum over tasks* of each task's mean
 loss, so every task's gradient is its own: the adapted layers' parameters must then be given per
 task (e.g. ``p.expand(T, *p.shape)``), the frozen ones may stay shared.
+
+Imports: nothing of :mod:`meta` except :mod:`meta.validation`.
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ Forward in stages. ``model(x, start=None, stop=None)`` runs the layers ``start``
 penultimate feature matrix ``(n, feature_dim)`` (conv4's feature map averaged or flattened),
 which is also what the ``head`` stage takes. ``model.features(x)`` is the body alone. The
 *modules* ``conv1``..``conv4`` output feature maps ``(n, C, h, w)`` (what forward hooks see).
+
+Imports: :mod:`meta.core` only.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from torch import Tensor, nn
 
 from meta.core.convolution import conv2d as grouped_conv2d
 from meta.core.names import BODY, LAYERS
+from meta.validation import check_choice, check_int
 
 BATCH_NORM_MODES: tuple[str, ...] = ("batch", "none")
 BN_EPS = 1e-3
@@ -102,9 +105,9 @@ def block_forward(
 
 
 # Fold batch norm into the convolution when a 3x3 patch has at most this fraction of the
-# output channels and the batch (all groups together) has at least FOLD_MIN_BATCH examples
-# (measured on conv1 of the Omniglot conv4, 1 input channel: 14% faster forward+backward of the
-# body for 75 images, slower for 5).
+# output channels and the batch (all groups together) has at least FOLD_MIN_BATCH examples:
+# where the fold pays on conv1 of the Omniglot conv4 (1 input channel), as measured for
+# benchmarks/README.md (faster for a 75-image query set, slower for a 5-image support set).
 FOLD_MAX_PATCH_FRACTION = 0.5
 FOLD_MIN_BATCH = 16
 
@@ -341,11 +344,11 @@ def images_layout(x: Tensor) -> Tensor:
     keep the channels-first strides). Same values; only the strides differ. Other devices:
     unchanged.
 
-    Measured on the project's CPUs (``benchmarks/README.md``): forward and backward of 75 query
-    images 8% faster for the Omniglot conv4 (oneDNN returns conv2's input gradient channels-last,
-    and a channels-first conv1 copies it back) and 1.7x faster for the miniImageNet conv4; no
-    slower for batches of 5. Grouped task batches (:meth:`Conv4.forward_tasks`) stay
-    channels-first: there every fast weight would be reordered, and MAML was slower.
+    On CPUs the forward and backward of a query set are faster this way for both conv4 variants
+    (oneDNN returns conv2's input gradient channels-last, and a channels-first conv1 copies it
+    back) and no slower for small support sets (``benchmarks/README.md``). Grouped task batches
+    (:meth:`Conv4.forward_tasks`) stay channels-first: there every fast weight would be
+    reordered, and MAML was slower.
     """
     if x.device.type != "cpu" or x.dim() != 4:
         return x
@@ -413,13 +416,11 @@ def conv4(
         image_size: input side; only changes the head size for ``"miniimagenet"`` (flatten).
         batch_norm: ``"batch"`` (batch statistics always) or ``"none"``.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
-    if batch_norm not in BATCH_NORM_MODES:
-        raise ValueError(f"unknown batch_norm {batch_norm!r}; choose from {BATCH_NORM_MODES}")
+    check_choice("variant", variant, sorted(VARIANTS))
+    check_choice("batch_norm", batch_norm, BATCH_NORM_MODES)
     for name, value in (("ways", ways), ("in_channels", in_channels), ("filters", filters), ("image_size", image_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if value is not None:
+            check_int(name, value, minimum=1)
     base = VARIANTS[variant]
     chosen = Variant(
         filters=base.filters if filters is None else filters,

@@ -15,6 +15,8 @@ Batch norm with batch statistics: the support set and the query set are two sepa
 passes (as in the inner loop and in the original MAML code, where the support and query inputs
 are never concatenated), so a query's features never depend on the support set's statistics or
 vice versa.
+
+Imports: nothing of :mod:`meta` (torch only).
 """
 
 from __future__ import annotations

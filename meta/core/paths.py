@@ -190,8 +190,8 @@ def _hybrid_chunk(model: nn.Module, part: TaskBatch, inner: InnerLoop, scale: fl
     if pairs:
         # d/dtheta sum_k <phi_k, g_k> = J^T g, bit for bit what backward(phi, g) gives. A scalar's
         # backward skips torch.autograd.backward's check of explicit output gradients, which
-        # imports sympy (torch.fx's symbolic shapes: about 20 MB resident and a second) at its
-        # first call. (A torch optimizer loads the same modules, so the trainer pays them once
+        # imports sympy (torch.fx's symbolic shapes, costly in memory and time) at its first
+        # call. (A torch optimizer loads the same modules, so the trainer pays them once
         # either way; the benchmark's memory figures and optimizer-free callers do not.)
         sum((v * g).sum() for v, g in pairs).backward()
     return _part_metrics(torch.stack(losses), torch.stack(accuracies), adapted)

@@ -1,4 +1,11 @@
-"""Few-shot data: Omniglot, miniImageNet and the built-in glyphs set, served as episodes."""
+"""Few-shot data: Omniglot, miniImageNet and the built-in glyphs set, served as episodes.
+
+This package's public names: :func:`load_split` (every data set, :mod:`meta.data.registry`),
+:class:`FewShotSplit`, the episode sampler and fixed evaluation tasks
+(:mod:`meta.data.episodes`), the cache folder (:func:`cache_root`) and :class:`DatasetError`.
+
+Imports: :mod:`meta.data` only (it imports :mod:`meta.validation`, and :mod:`repsim.io` for writes).
+"""
 
 from meta.data.base import FewShotSplit
 from meta.data.cache import DatasetError, cache_root

@@ -1,4 +1,9 @@
-"""The in-memory form every few-shot data set takes: one split of classes as a uint8 array."""
+"""The in-memory form every few-shot data set takes (:class:`FewShotSplit`: one split of classes as
+a uint8 array), the names of the splits (:data:`SPLITS`) and the checks of a split's and a
+protocol's name.
+
+Imports: :mod:`meta.validation` only.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,20 @@ from typing import Any
 
 import numpy as np
 
+from meta.validation import check_choice
+
 #: The splits every data set has (Omniglot's Lake protocol has no "val": it says so).
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
 def check_split(split: str) -> str:
     """``split`` if it is one of :data:`SPLITS`, else ``ValueError`` naming the choices."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    return split
+    return check_choice("split", split, SPLITS)
 
 
 def check_protocol(dataset: str, protocol: str, protocols: tuple[str, ...]) -> str:
     """``protocol`` if it is one of ``protocols``, else ``ValueError`` naming the data set."""
-    if protocol not in protocols:
-        raise ValueError(f"unknown {dataset} protocol {protocol!r}; expected one of {protocols}")
-    return protocol
+    return check_choice(f"{dataset} protocol", protocol, protocols)
 
 
 @dataclass(frozen=True)

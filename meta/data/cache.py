@@ -12,7 +12,9 @@ temporary file in the cache folder, then ``os.replace``.
 Cache folder: the ``cache_dir`` argument, else ``$FEATURE_REUSE_CACHE``, else
 ``~/.cache/feature-reuse``.
 
-Also here, shared by every reader: :class:`DatasetError` and :func:`check_image_size`.
+Also here: :class:`DatasetError`, raised by every reader for missing or damaged files.
+
+Imports: nothing of :mod:`meta`; :mod:`repsim.io` for atomic writes.
 """
 
 from __future__ import annotations
@@ -39,13 +41,6 @@ Builder = Callable[[], "tuple[np.ndarray, dict[str, Any]]"]
 
 class DatasetError(ValueError):
     """A data set's files are missing, incomplete or damaged; the message names what is wrong."""
-
-
-def check_image_size(image_size: object) -> int:
-    """``image_size`` as an int; ``ValueError`` unless it is a positive integer."""
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-    return int(image_size)
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -19,6 +19,8 @@ Only ``rng.random`` (53-bit doubles from PCG64) and sorting are used, not ``Gene
 Tensors are laid out class-major: support row ``j * K + k`` is shot ``k`` of label ``j``, query
 row ``j * Q + q`` is query ``q`` of label ``j``. Images are ``uint8 / 255`` as float32 in
 ``[0, 1]``, optionally normalised per channel, ``(x - mean[c]) / std[c]``.
+
+Imports: :mod:`meta.data.base` and :mod:`meta.validation` only.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 from meta.data.base import FewShotSplit
+from meta.validation import check_int
 
 FIXED_TASKS_DEFAULT = 600
 
@@ -132,17 +135,6 @@ def _move(value: Any, device: torch.device | str, non_blocking: bool) -> Any:
     return value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value
 
 
-def _integer(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int; ``ValueError`` naming ``name`` unless it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    return _integer(name, value, 1)
-
-
 def task_rng(seed: int, index: int) -> np.random.Generator:
     """The generator of task ``index``: ``Generator(PCG64(SeedSequence(seed, spawn_key=(index,))))``."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(index,))))
@@ -195,7 +187,8 @@ class EpisodeSampler:
         start: int = 0,
     ) -> None:
         self.ways, self.shots, self.queries = (
-            _positive_int(name, value) for name, value in (("ways", ways), ("shots", shots), ("queries", queries))
+            check_int(name, value, minimum=1)
+            for name, value in (("ways", ways), ("shots", shots), ("queries", queries))
         )
         if self.ways > split.n_classes:
             raise ValueError(f"ways={self.ways} is more than the {split.n_classes} classes of {split.name}")
@@ -204,13 +197,13 @@ class EpisodeSampler:
                 f"shots + queries = {self.shots + self.queries} is more than the {split.n_per_class}"
                 f" examples per class of {split.name}"
             )
-        self.split, self.seed = split, _integer("seed", seed, 0)
+        self.split, self.seed = split, check_int("seed", seed, minimum=0)
         self._normalize = _normalization(normalize, split.image_shape[0])
-        self.next_index = _integer("start", start, 0)
+        self.next_index = check_int("start", start, minimum=0)
 
     def indices(self, start: int, count: int) -> TaskIndices:
         """Which classes and examples tasks ``start .. start+count-1`` use."""
-        start, count = _integer("start", start, 0), _positive_int("count", count)
+        start, count = check_int("start", start, minimum=0), check_int("count", count, minimum=1)
         drawn = [
             draw_task(self.seed, i, self.split.n_classes, self.split.n_per_class, self.ways, self.shots + self.queries)
             for i in range(start, start + count)
@@ -224,7 +217,7 @@ class EpisodeSampler:
     def gather(self, indices: TaskIndices) -> EpisodeBatch:
         """The tensors of the tasks in ``indices``: for the support and the query set, one
         fancy-indexing gather of the uint8 images ``(T, N, K or Q, C, H, W)`` and one conversion
-        to float32 (numpy's, several times faster than torch's uint8 -> float on one CPU thread)."""
+        to float32 with numpy (why not torch's: see ``benchmarks/README.md``)."""
         t, n, k, q = len(indices.tasks), self.ways, self.shots, self.queries
         rows = indices.classes[:, :, None]
         support = self._to_float(self.split.images[rows, indices.examples[:, :, :k]])
@@ -271,7 +264,7 @@ class EpisodeSampler:
         """Resume from :meth:`state_dict`; the seed must match this sampler's."""
         if int(state["seed"]) != self.seed:
             raise ValueError(f"state is for seed {state['seed']}, this sampler has seed {self.seed}")
-        self.next_index = _integer("next_index", state["next_index"], 0)
+        self.next_index = check_int("next_index", state["next_index"], minimum=0)
 
 
 def _normalization(
@@ -300,7 +293,7 @@ class FixedTasks(Sequence[Episode]):
     cost no memory until used."""
 
     def __init__(self, sampler: EpisodeSampler, n_tasks: int) -> None:
-        self.sampler, self.n_tasks = sampler, _positive_int("n_tasks", n_tasks)
+        self.sampler, self.n_tasks = sampler, check_int("n_tasks", n_tasks, minimum=1)
 
     def __len__(self) -> int:
         return self.n_tasks
@@ -312,7 +305,7 @@ class FixedTasks(Sequence[Episode]):
 
     def batches(self, size: int) -> Iterator[EpisodeBatch]:
         """All tasks in order, ``size`` at a time (the last batch may be smaller)."""
-        size = _positive_int("size", size)
+        size = check_int("size", size, minimum=1)
         for start in range(0, self.n_tasks, size):
             yield self.sampler.batch(start, min(size, self.n_tasks - start))
 

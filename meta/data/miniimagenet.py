@@ -25,6 +25,8 @@ Per-channel normalisation constants (:data:`MINIIMAGENET_MEAN`, :data:`MINIIMAGE
 images in [0, 1]) are the ones commonly used for miniImageNet (Lee et al. 2019, MetaOptNet;
 Tian et al. 2020): ``[120.39586422, 115.59361427, 104.54012653] / 255`` and
 ``[70.68188272, 68.27635443, 72.54505529] / 255``. MAML and ANIL use no normalisation.
+
+Imports: :mod:`meta.data` and :mod:`meta.validation` only.
 """
 
 from __future__ import annotations
@@ -42,14 +44,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from meta.data.base import FewShotSplit, check_protocol, check_split
-from meta.data.cache import (
-    DatasetError,
-    cached_array,
-    check_image_size,
-    entry_path,
-    file_identity,
-    files_identity,
-)
+from meta.data.cache import DatasetError, cached_array, entry_path, file_identity, files_identity
+from meta.validation import check_int
 
 try:
     from numpy._core import multiarray as _multiarray
@@ -252,7 +248,7 @@ def load_miniimagenet(
     """
     check_protocol("miniImageNet", protocol, PROTOCOLS)
     check_split(split)
-    image_size = check_image_size(image_size)
+    image_size = check_int("image_size", image_size, minimum=1)
     root = Path(root)
     csv_path, pickle_path = root / f"{split}.csv", root / f"mini-imagenet-cache-{split}.pkl"
     if csv_path.is_file():

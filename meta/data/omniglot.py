@@ -40,6 +40,8 @@ rotations, and no validation split (asking for ``"val"`` raises; use ``"lake-val
 ``"lake-val"``: as ``"lake"``, but the five background alphabets of :data:`LAKE_VAL_ALPHABETS`
 (every sixth in sorted order, starting from the sixth; 158 characters) are held out as the
 validation split and train keeps the other 25 (806 characters).
+
+Imports: :mod:`meta.data` and :mod:`meta.validation` only.
 """
 
 from __future__ import annotations
@@ -59,14 +61,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from meta.data.base import FewShotSplit, check_protocol, check_split
-from meta.data.cache import (
-    DatasetError,
-    cached_array,
-    check_image_size,
-    entry_path,
-    file_identity,
-    files_identity,
-)
+from meta.data.cache import DatasetError, cached_array, entry_path, file_identity, files_identity
+from meta.validation import check_choice, check_int
 
 PARTS = ("background", "evaluation")
 PROTOCOLS = ("maml", "lake", "lake-val")
@@ -325,9 +321,8 @@ def load_part(
         part: ``"background"`` or ``"evaluation"``.
         image_size: side ``S`` of the square output images (105 = no resizing).
     """
-    if part not in PARTS:
-        raise ValueError(f"unknown Omniglot part {part!r}; expected one of {PARTS}")
-    image_size = check_image_size(image_size)
+    check_choice("Omniglot part", part, PARTS)
+    image_size = check_int("image_size", image_size, minimum=1)
     with _ArchiveReader(Path(root), part) as reader:
         where = {"dataset": "omniglot", "source": str(reader.path.resolve()), "image_size": image_size}
         key = {**where, "decoder": DECODER_VERSION, "identity": reader.identity()}

@@ -9,7 +9,7 @@
 - ``synthetic`` (protocol ``default``; :mod:`meta.data.synthetic`): random patterns generated in
   memory, for tests and smoke runs only; 28x28 by default, any size from 7.
 
-Imports: :mod:`meta.data` only.
+Imports: :mod:`meta.data` and :mod:`meta.validation` only.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from meta.data.base import FewShotSplit, check_split
+from meta.data.base import FewShotSplit, check_protocol, check_split
 from meta.data.miniimagenet import load_miniimagenet
 from meta.data.omniglot import load_omniglot
 from meta.data.synthetic import synthetic_split
+from meta.validation import check_choice, check_int
 
 DATASETS = ("glyphs", "omniglot", "miniimagenet", "synthetic")
 PROTOCOLS: dict[str, tuple[str, ...]] = {
@@ -56,12 +57,10 @@ def load_split(
         cache_dir: decoded-image cache folder (see :mod:`meta.data.cache`).
         progress: show tqdm progress while decoding.
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown data set {dataset!r}; expected one of {DATASETS}")
+    check_choice("data set", dataset, DATASETS)
     check_split(split)
-    protocol = PROTOCOLS[dataset][0] if protocol is None else protocol
-    if protocol not in PROTOCOLS[dataset]:
-        raise ValueError(f"unknown protocol {protocol!r} for {dataset}; expected one of {PROTOCOLS[dataset]}")
+    protocol = check_protocol(dataset, PROTOCOLS[dataset][0] if protocol is None else protocol, PROTOCOLS[dataset])
+    image_size = None if image_size is None else check_int("image_size", image_size, minimum=1)
     if dataset == "glyphs":
         return _load_glyphs(split, root, image_size, cache_dir, progress)
     if dataset == "synthetic":

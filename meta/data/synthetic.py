@@ -1,18 +1,19 @@
 """``synthetic``: a tiny, easy data set for tests and smoke runs (not a benchmark), generated in
-memory in milliseconds.
+memory.
 
 Class ``c`` of a split is a random 7x7 binary pattern blown up to the image size; each of its 20
 examples flips every cell with probability 0.1, is shifted by up to 2 pixels and gets Gaussian
 noise (sd 20 grey levels).
 
-Imports: :mod:`meta.data` only.
+Imports: :mod:`meta.data.base` and :mod:`meta.validation` only.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from meta.data.base import SPLITS, FewShotSplit
+from meta.data.base import SPLITS, FewShotSplit, check_split
+from meta.validation import check_int
 
 SYNTHETIC_CLASSES = {"train": 48, "val": 16, "test": 16}
 SYNTHETIC_PER_CLASS = 20
@@ -23,10 +24,9 @@ def synthetic_split(split: str, *, image_size: int = 28, seed: int = 0) -> FewSh
     7x7 binary pattern (``SeedSequence(seed, spawn_key=(split_index, c))``) blown up to
     ``image_size``; each of its 20 examples flips every cell with probability 0.1, is shifted by
     up to 2 pixels and gets Gaussian noise (sd 20 grey levels). uint8 ``(n, 20, 1, S, S)``."""
-    if split not in SYNTHETIC_CLASSES:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    if image_size < 7:
-        raise ValueError(f"synthetic images need image_size >= 7, got {image_size}")
+    check_split(split)
+    image_size = check_int("image_size", image_size, minimum=7)
+    seed = check_int("seed", seed, minimum=0)
     index = SPLITS.index(split)
     images = np.stack(
         [

@@ -34,7 +34,8 @@ ALGORITHMS: tuple[str, ...] = REGIMES
 
 
 #: Fields that a rerun on an existing run folder may change: length, evaluation, logging,
-#: where the data lives and how fast the machine computes. Everything else must match.
+#: where the data lives, and how the machine computes (``device``, ``threads``, ``path``,
+#: ``chunk``: recorded per segment, :mod:`meta.run.recipe`). Everything else must match.
 MUTABLE_FIELDS: frozenset[str] = frozenset(
     {
         "iterations",
@@ -48,6 +49,8 @@ MUTABLE_FIELDS: frozenset[str] = frozenset(
         "progress",
         "device",
         "threads",
+        "path",
+        "chunk",
         "data_root",
         "cache_dir",
     }

@@ -3,16 +3,17 @@
 Three settings matter on the project's CPUs (all measured, see ``benchmarks/README.md``):
 
 - **Denormal floats.** Inner-loop gradients decay into the denormal range; without flushing them
-  to zero one 5-step MAML iteration was measured at 200+ s instead of 2 s
-  (``torch.set_flush_denormal``).
+  to zero (``torch.set_flush_denormal``) a MAML iteration can take a hundred times longer.
 - **Intra-op threads.** On small shared machines one thread per process is both the fastest per
   core and the only reproducible choice for timing.
 - **Returning freed memory to the system.** glibc serves allocations above its mmap threshold
   (128 KiB, adapted up to 32 MiB) with fresh ``mmap`` pages and gives them back on ``free``, so
-  every activation tensor of every inner step page-faults its memory in again; on the
-  project's virtual machines that made the first convolution of conv4 (1 input channel, a
-  3.8 MB output for 75 images) ten times slower. ``reuse_memory`` raises glibc's mmap and trim
-  thresholds (``mallopt``) so that freed blocks stay in the heap and are reused.
+  every activation tensor of every inner step page-faults its memory in again, which made the
+  first convolution of conv4 (1 input channel, a large output) several times slower on the
+  project's virtual machines. ``reuse_memory`` raises glibc's mmap and trim thresholds
+  (``mallopt``) so that freed blocks stay in the heap and are reused.
+
+Imports: nothing of :mod:`meta` except :mod:`meta.validation`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import ctypes.util
 from dataclasses import asdict, dataclass
 
 import torch
+
+from meta.validation import check_int
 
 # glibc's mallopt parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -68,9 +71,7 @@ def configure_cpu(threads: int | None = 1, flush_denormal: bool = True, reuse_me
         The settings in force afterwards.
     """
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_int("threads", threads, minimum=1))
     flushed = bool(torch.set_flush_denormal(bool(flush_denormal))) and bool(flush_denormal)
     reused = _keep_freed_memory() if reuse_memory else False
     return CpuSettings(threads=torch.get_num_threads(), flush_denormal=flushed, memory_reused=reused)

@@ -185,12 +185,20 @@ class LoadedRun:
         """Read ``RUN_DIR/config.json``; ``overrides`` (e.g. ``data_root``) replace stored values."""
         folder = RunFolder(Path(run_dir))
         info = folder.read_config()
+        if not isinstance(info.get("config"), dict):
+            raise ValueError(f"{str(folder.config)!r} has no 'config' object")
         config = from_mapping({**info["config"], **{k: v for k, v in overrides.items() if v is not None}})
         return cls(folder, config, info)
 
-    def model(self, weights: str = "final", device: str | torch.device = "cpu") -> nn.Module:
-        """The run's model with ``weights`` (``final``, ``best``, an iteration or a path)."""
-        return load_weights(self.info["model"], self.folder.weights(weights), device)
+    def model(
+        self, weights: str = "final", device: str | torch.device = "cpu", trusted: Sequence[str] = ()
+    ) -> nn.Module:
+        """The run's model with ``weights`` (``final``, ``best``, an iteration or a path). The
+        factory ``config.json`` names is built only if it is the toolkit's, on repsim's
+        allowlist, or in ``trusted`` (:func:`meta.run.folder.load_weights`)."""
+        return load_weights(
+            self.info.get("model"), self.folder.weights(weights), device, source=self.folder.config, trusted=trusted
+        )
 
 
 def evaluation_tasks(config: RunConfig, split: FewShotSplit, n_tasks: int) -> Any:

@@ -6,7 +6,7 @@ Imports: :mod:`repsim` (weights, JSON) only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ class RunFolder:
         self.root = Path(root)
         self.config = self.root / "config.json"
         self.checkpoint = self.root / "checkpoint.safetensors"
+        self.previous_checkpoint = self.root / "checkpoint.prev.safetensors"
         self.checkpoint_info = self.root / "checkpoint.json"
         self.best = self.root / "best.safetensors"
         self.final = self.root / "final.safetensors"
@@ -70,8 +71,27 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     return stale
 
 
-def load_weights(spec: Mapping[str, Any], path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Build the model of ``spec`` (``{"factory", "kwargs"}``) and load the state_dict in
-    ``path`` into it strictly; the model is returned on ``device``."""
-    model = load_model(spec["factory"], spec.get("kwargs", {}), path)
+#: The model factories of the toolkit, trusted when a run folder names them (also declared to
+#: repsim in the ``repsim.model_factories`` entry points, setup.cfg).
+MODEL_FACTORY = "meta.core.models:conv4"
+MODEL_FACTORIES: tuple[str, ...] = (MODEL_FACTORY,)
+
+
+def load_weights(
+    spec: Mapping[str, Any],
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    source: str | Path,
+    trusted: Iterable[str] = (),
+) -> torch.nn.Module:
+    """Build the model of ``spec`` (``{"factory", "kwargs"}``, read from the file ``source``) and
+    load the state_dict in ``path`` into it strictly; the model is returned on ``device``. The
+    factory must be one of the toolkit's (:data:`MODEL_FACTORIES`), on repsim's allowlist, or in
+    ``trusted`` (the command line's ``--model``): nothing else is imported."""
+    if not isinstance(spec, Mapping) or "factory" not in spec:
+        raise ValueError(f"{str(source)!r}: 'model' must be an object with a 'factory'")
+    model = load_model(
+        spec["factory"], spec.get("kwargs", {}), path, source=source, trusted=(*MODEL_FACTORIES, *trusted)
+    )
     return model.to(device)

@@ -10,6 +10,8 @@ with the task's support and query tensors. Every file is written atomically and
 ``query_accuracy_before`` is the query accuracy of the meta-learned weights with no adaptation
 (the same head, zero inner steps), ``query_accuracy_after`` the accuracy after the last step
 (fractions).
+
+Imports: :mod:`meta.core`, :mod:`meta.data`, :mod:`meta.run` and :mod:`repsim.io`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from meta.core.procedures import evaluate_task
 from meta.data import Episode
 from meta.run.config import load_run_split
 from meta.run.evaluate import LoadedRun, check_head, evaluation_tasks, run_procedure
+from meta.run.lock import FolderLock
 from meta.run.state import save_tensors
 from repsim.io import write_json
 
@@ -41,7 +44,7 @@ _TASK_DIR = re.compile(r"task_\d{4,}")
 def _prepare_folder(out_dir: Path, overwrite: bool) -> None:
     """Create ``out_dir``; an existing non-empty folder needs ``overwrite``, which removes the
     manifest first (the folder is then visibly incomplete) and then the old snapshot's files."""
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.exists() and any(not p.name.startswith(".") for p in out_dir.iterdir()):
         if not overwrite:
             raise ValueError(
                 f"snapshot folder {str(out_dir)!r} is not empty; pass overwrite=True (--overwrite) or another folder"
@@ -139,14 +142,44 @@ def write_snapshot(
     check_head(model, ways, inner)
     device = next(model.parameters()).device
     out = Path(out_dir)
-    _prepare_folder(out, overwrite)
-    meta_state = {k: v.detach() for k, v in model.state_dict().items()}
-    save_tensors(out / "meta.safetensors", meta_state)
-    tasks = [
-        _task_entry(model, meta_state, episode.to(device), inner, out, number)
-        for number, episode in enumerate(tqdm(episodes, desc="snapshot tasks", unit="task", disable=not progress))
-    ]
-    manifest = {
+    with FolderLock(out, "snapshot"):
+        _prepare_folder(out, overwrite)
+        meta_state = {k: v.detach() for k, v in model.state_dict().items()}
+        save_tensors(out / "meta.safetensors", meta_state)
+        tasks = [
+            _task_entry(model, meta_state, episode.to(device), inner, out, number)
+            for number, episode in enumerate(tqdm(episodes, desc="snapshot tasks", unit="task", disable=not progress))
+        ]
+        manifest = _manifest(
+            spec,
+            inner,
+            layer_names,
+            (ways, shots, queries),
+            tasks,
+            algorithm=algorithm,
+            dataset=dataset,
+            batch_norm=batch_norm,
+            extra=extra,
+        )
+        write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _manifest(
+    spec: Mapping[str, Any],
+    inner: InnerLoop,
+    layer_names: Sequence[str],
+    shape: tuple[int, int, int],
+    tasks: list[dict[str, Any]],
+    *,
+    algorithm: str | None,
+    dataset: str | None,
+    batch_norm: str | None,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest of a snapshot (docs/formats.md, "Adaptation snapshot")."""
+    ways, shots, queries = shape
+    return {
         "format": SNAPSHOT_FORMAT,
         "version": SNAPSHOT_VERSION,
         "model": {"factory": spec["factory"], "kwargs": dict(spec.get("kwargs", {}))},
@@ -165,8 +198,6 @@ def write_snapshot(
         **dict(extra or {}),
         "tasks": tasks,
     }
-    write_json(out / "manifest.json", manifest)
-    return manifest
 
 
 def snapshot_run(

@@ -16,7 +16,7 @@ Nested state (e.g. ``torch.optim.Optimizer.state_dict()``) is split by :func:`pa
 JSON-serialisable tree and a flat ``name -> tensor`` dict; :func:`unpack` inverts it exactly,
 including dicts with integer keys and tuples.
 
-Imports: :mod:`repsim.io` (atomic writes) only.
+Imports: :mod:`repsim.io` (atomic writes) and :mod:`repsim.tensor_files` (checking safetensors headers).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import safetensors.torch
 import torch
 
 from repsim.io import atomic_write_bytes
+from repsim.tensor_files import DamagedFileError, safetensors_header
 
 CHECKPOINT_FORMAT = "meta-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -62,11 +63,15 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     if not path.is_file():
         raise FileNotFoundError(f"no such weights file: {str(path)!r}")
     try:
+        if safetensors_header(path) is None:
+            raise CheckpointError(f"{str(path)!r} is not a safetensors file")
         with safetensors.safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except DamagedFileError as err:
+        raise CheckpointError(str(err)) from None
     except safetensors.SafetensorError as err:
-        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {err}") from None
+        raise CheckpointError(f"{str(path)!r} is a damaged safetensors file: {err}") from None
     return tensors, metadata
 
 
@@ -127,15 +132,31 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     return save_tensors(path, tensors, metadata)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a file written by :func:`save_checkpoint` (CPU tensors)."""
+def load_checkpoint(path: str | Path, required: Mapping[str, type | tuple[type, ...]] | None = None) -> dict[str, Any]:
+    """Read a file written by :func:`save_checkpoint` (CPU tensors).
+
+    ``required`` maps the state's keys that must be present to their types; a missing key, a
+    value of another type, or a state that is not valid JSON raises :class:`CheckpointError`
+    naming the file and the field (an edited or damaged checkpoint is reported, not crashed on).
+    """
     tensors, metadata = load_tensors(path)
     if metadata.get("format") != CHECKPOINT_FORMAT or metadata.get("version") != str(CHECKPOINT_VERSION):
         raise CheckpointError(
             f"{str(path)!r} is not a {CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION} file"
             f" (format {metadata.get('format')!r}, version {metadata.get('version')!r})"
         )
-    return unpack(json.loads(metadata["state"]), tensors)
+    try:
+        state = unpack(json.loads(metadata.get("state", "")), tensors)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{str(path)!r}: its state is not valid JSON ({err})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{str(path)!r}: its state is a {type(state).__name__}, not a mapping")
+    for key, kind in (required or {}).items():
+        if key not in state:
+            raise CheckpointError(f"{str(path)!r}: the state has no field {key!r}")
+        if not isinstance(state[key], kind) or (kind is int and isinstance(state[key], bool)):
+            raise CheckpointError(f"{str(path)!r}: field {key!r} is {state[key]!r}, not of the expected type")
+    return state
 
 
 def readable_state(state: Any) -> Any:

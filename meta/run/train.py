@@ -14,58 +14,65 @@ better validation accuracy); a kept copy ``checkpoints/iter_XXXXXX.safetensors``
 ``save_at``; and a checkpoint when ``k`` is a multiple of ``checkpoint_every`` (and at the last
 iteration, after ``final.safetensors``).
 
-Resuming. The checkpoint (:func:`meta.run.folder.save_checkpoint`: one safetensors file, written
+Resuming. The checkpoint (:func:`meta.run.state.save_checkpoint`: one safetensors file, written
 atomically) holds the model, the Adam state, the RNG states (torch, numpy, Python), the sampler
 state, the number of metrics rows, the partial metrics window and the best validation result.
-Running ``train`` again on the same folder continues from it; since an iteration depends only on
-that state and ``i``, the final weights are bitwise those of an uninterrupted run on the same
-device and thread count (a run killed at any moment included: it recomputes the iterations since
+The two latest checkpoints are kept (``checkpoint.safetensors`` and
+``checkpoint.prev.safetensors``): a damaged latest one falls back to the one before, with a
+warning. Running ``train`` again on the same folder continues from it; since an iteration depends
+only on that state and ``i``, the final weights are bitwise those of an uninterrupted run with the
+same compute settings (a run killed at any moment included: it recomputes the iterations since
 its last checkpoint; metrics rows written after that checkpoint are dropped and written again).
 The rerun may change only :data:`meta.run.config.MUTABLE_FIELDS` (``iterations``, evaluation and
-logging options); anything else is refused with the differences listed. Extending a finished run
-(``--iterations 20`` then ``40``) validates at iteration 20 too, which an uninterrupted 40-iteration
-run would skip unless 20 is a multiple of ``val_every``; only ``best.safetensors`` can differ.
+logging options, and the compute settings, which are recorded as a new segment:
+:mod:`meta.run.recipe`); anything else is refused with the differences listed. A rerun that
+computes nothing leaves the folder as it is. Extending a finished run (``--iterations 20`` then
+``40``) validates at iteration 20 too, which an uninterrupted 40-iteration run would skip unless 20
+is a multiple of ``val_every``; only ``best.safetensors`` can differ.
+
+One writer: the run folder is locked (:class:`meta.run.lock.FolderLock`) for as long as ``train``
+runs, so a second ``train`` (or ``snapshot``) on it is refused at once, naming the holder.
 
 Batch norm (recorded in ``config.json``): ``"batch"`` uses the statistics of the batch given, in
 the inner loop and at test time (the original MAML code); a task's support set and query set are
 separate forward passes.
+
+Imports: :mod:`meta.core`, :mod:`meta.data`, :mod:`meta.run` and :mod:`repsim` (weights, files).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-import platform
+import shutil
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from meta.core.inner import InnerLoop
-from meta.core.names import LAYERS
-from meta.core.regimes import MetaLearning, make_regime
 from meta.data import EpisodeSampler, FewShotSplit
-from meta.run.config import (
-    META_LEARNERS,
-    MUTABLE_FIELDS,
-    RunConfig,
-    adapted_layers,
-    from_mapping,
-    incompatible_changes,
-    load_run_split,
-    resolve,
-)
+from meta.run.config import RunConfig, load_run_split, resolve
 from meta.run.cpu import configure_cpu
 from meta.run.evaluate import AccuracySummary, evaluation_tasks, run_procedure, task_accuracies
-from meta.run.folder import RUN_FORMAT, RUN_VERSION, RunFolder, remove_stale_temporaries
+from meta.run.folder import RunFolder, remove_stale_temporaries
+from meta.run.lock import LOCK_NAME, FolderLock
+from meta.run.metrics import MetricsLog, MetricsWindow
+from meta.run.recipe import (
+    IncompatibleRunError,
+    changed_compute,
+    check_rerun,
+    compute_segment,
+    make_run_regime,
+    model_spec,
+    run_info,
+    segments_after,
+)
 from meta.run.state import (
+    CheckpointError,
     capture_rng,
     load_checkpoint,
     readable_state,
@@ -74,165 +81,10 @@ from meta.run.state import (
     save_tensors,
     seed_everything,
 )
-from repsim.io import atomic_write_text, read_json, write_json
+from repsim.io import write_json
 from repsim.weights import build_model
 
-MODEL_FACTORY = "meta.core.models:conv4"
-BATCH_NORM_SEMANTICS = {
-    "batch": "batch statistics of the batch given, in the inner loop and at test time (original MAML code);"
-    " a task's support set and query set are separate forward passes",
-    "none": "no normalisation",
-}
-
-
-class IncompatibleRunError(ValueError):
-    """A rerun whose configuration differs from the stored run in more than what may change."""
-
-
-# --------------------------------------------------------------------------- set-up
-
-
-def model_spec(config: RunConfig, train_split: FewShotSplit) -> dict[str, Any]:
-    """The factory spec of the run's conv4 (docs/formats.md); multiclass heads cover every
-    training class."""
-    channels, size, _ = train_split.image_shape
-    kwargs: dict[str, Any] = {
-        "ways": train_split.n_classes if config.algorithm == "multiclass" else config.ways,
-        "in_channels": channels,
-        "variant": config.variant,
-        "image_size": size,
-        "batch_norm": config.batch_norm,
-    }
-    if config.filters is not None:
-        kwargs["filters"] = config.filters
-    return {"factory": MODEL_FACTORY, "kwargs": kwargs}
-
-
-def make_run_regime(config: RunConfig) -> Any:
-    """The training regime of a resolved config (``freeze_inner`` removes layers from MAML's and
-    first-order MAML's inner loop)."""
-    if config.algorithm in META_LEARNERS:
-        adapt = adapted_layers(config.algorithm, config.freeze_inner)
-        inner = InnerLoop(
-            config.inner_steps,
-            config.inner_lr,
-            adapt=None if adapt == LAYERS else frozenset(adapt),
-            first_order=config.algorithm == "fomaml",
-            adapt_norm=config.adapt_norm,
-        )
-        return MetaLearning(inner, config.meta_batch_size, name=config.algorithm, path=config.path, chunk=config.chunk)
-    return make_regime(
-        config.algorithm,
-        meta_batch_size=config.meta_batch_size,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        path=config.path,
-    )
-
-
-def run_info(
-    config: RunConfig, preset: Any, spec: Mapping[str, Any], regime: Any, splits: Mapping[str, FewShotSplit], cpu: Any
-) -> dict[str, Any]:
-    """Everything ``config.json`` records (docs/formats.md)."""
-    procedure = run_procedure(config)
-    trained = adapted_layers(config.algorithm, config.freeze_inner) if config.algorithm in META_LEARNERS else ()
-    return {
-        "format": RUN_FORMAT,
-        "version": RUN_VERSION,
-        "config": config.as_dict(),
-        "preset": {"dataset": preset.dataset, "ways": preset.ways, "shots": preset.shots},
-        "model": dict(spec),
-        "layers": list(LAYERS),
-        "adapted_layers": list(trained),
-        "test_procedure": procedure.describe(),
-        "batch_norm": config.batch_norm,
-        "batch_norm_semantics": BATCH_NORM_SEMANTICS[config.batch_norm],
-        "forward_batch": "whole",
-        "regime": regime.config(),
-        "data": {
-            name: {
-                "name": s.name,
-                "classes": s.n_classes,
-                "per_class": s.n_per_class,
-                "image_shape": list(s.image_shape),
-            }
-            for name, s in splits.items()
-        },
-        "software": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
-        "cpu": cpu.as_dict() if hasattr(cpu, "as_dict") else cpu,
-    }
-
-
-def _check_rerun(folder: RunFolder, config: RunConfig) -> None:
-    """Refuse a folder that is not a run, or a rerun that changes what may not change."""
-    if not folder.config.is_file():
-        if folder.root.is_dir() and any(not p.name.startswith(".") for p in folder.root.iterdir()):
-            raise IncompatibleRunError(
-                f"{str(folder.root)!r} is not empty and is not a training run folder (no config.json)"
-            )
-        return
-    stored = from_mapping(folder.read_config()["config"])
-    changes = incompatible_changes(stored, config)
-    if changes:
-        raise IncompatibleRunError(
-            f"{str(folder.root)!r} holds a run with a different configuration; only {sorted(MUTABLE_FIELDS)} may"
-            f" change on a rerun. Differences: {'; '.join(changes)}. Use another --out."
-        )
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-@dataclass
-class MetricsWindow:
-    """Sums of the training metrics since the last metrics row (resumable: plain floats)."""
-
-    count: int = 0
-    sums: dict[str, float] = field(default_factory=dict)
-
-    def add(self, metrics: Mapping[str, float], seconds: float) -> None:
-        self.count += 1
-        for name, value in {**metrics, "seconds": seconds}.items():
-            self.sums[name] = self.sums.get(name, 0.0) + float(value)
-
-    def row(self, iteration: int) -> dict[str, Any]:
-        """The means as a ``train`` row (``None`` where not finite), and a fresh window."""
-        means = {k: v / self.count for k, v in self.sums.items()}
-        row = {
-            "iteration": iteration,
-            "split": "train",
-            **{k: v if math.isfinite(v) else None for k, v in means.items()},
-        }
-        self.count, self.sums = 0, {}
-        return row
-
-
-class MetricsLog:
-    """Rows of training and validation metrics, written to ``metrics.csv`` and ``metrics.json``
-    (atomically). Accuracies are fractions; ``seconds`` is wall time per iteration."""
-
-    def __init__(self, folder: RunFolder, rows: list[dict[str, Any]] | None = None) -> None:
-        self.folder, self.rows = folder, list(rows or [])
-
-    @classmethod
-    def resume(cls, folder: RunFolder, count: int) -> MetricsLog:
-        """The first ``count`` rows of ``metrics.json`` (rows after the checkpoint are dropped)."""
-        rows = read_json(folder.metrics_json)["rows"] if folder.metrics_json.is_file() else []
-        if len(rows) < count:
-            raise ValueError(f"{str(folder.metrics_json)!r} has {len(rows)} rows, the checkpoint expects {count}")
-        return cls(folder, rows[:count])
-
-    def write(self) -> None:
-        columns = list(dict.fromkeys(k for row in self.rows for k in row))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.folder.metrics_csv, buffer.getvalue())
-        write_json(self.folder.metrics_json, {"columns": columns, "rows": self.rows})
-
-
-# --------------------------------------------------------------------------- training
+__all__ = ["IncompatibleRunError", "TrainResult", "Trainer", "train"]
 
 
 @dataclass(frozen=True)
@@ -257,6 +109,19 @@ class TrainState:
     best: dict[str, Any] | None = None
 
 
+#: The fields of a training checkpoint and their types (an edited one is refused by name).
+CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "iteration": int,
+    "model": dict,
+    "optimizer": dict,
+    "sampler": dict,
+    "rng": dict,
+    "metrics_rows": int,
+    "window": dict,
+    "best": (dict, type(None)),
+}
+
+
 def _to_device(batch: Any, device: torch.device) -> Any:
     if hasattr(batch, "to"):
         return batch.to(device)
@@ -269,11 +134,11 @@ class Trainer:
     def __init__(
         self, config: RunConfig, out_dir: str | Path, splits: Mapping[str, FewShotSplit] | None = None
     ) -> None:
-        self.config, self.preset = resolve(config)
+        self.config, self.defaults = resolve(config)
         self.folder = RunFolder(Path(out_dir))
-        _check_rerun(self.folder, self.config)
+        check_rerun(self.folder, self.config)
         c = self.config
-        cpu = configure_cpu(threads=c.threads or None)
+        self.cpu = configure_cpu(threads=c.threads or None)
         self.device = torch.device(c.device)
         self.splits = (
             dict(splits) if splits else {s: load_run_split(c, s, progress=c.progress) for s in ("train", "val")}
@@ -283,35 +148,61 @@ class Trainer:
         self.regime = make_run_regime(c)
         self.spec = model_spec(c, self.splits["train"])
         seed_everything(c.seed)
-        self.model: nn.Module = build_model(self.spec["factory"], self.spec["kwargs"]).to(self.device)
+        self.model: nn.Module = build_model(self.spec["factory"], self.spec["kwargs"], source=None).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.meta_lr)
         self.procedure = run_procedure(c)
-        self.info = run_info(c, self.preset, self.spec, self.regime, self.splits, cpu)
         self.state = TrainState()
         self.metrics = MetricsLog(self.folder)
 
     # ------------------------------------------------------------------ checkpoint
 
     def resume(self) -> int:
-        """Load the folder's checkpoint if there is one; returns the iteration to start from."""
-        if not self.folder.checkpoint.is_file():
+        """Load the folder's checkpoint (the one before it, with a warning, when the latest is
+        missing or damaged); returns the iteration to start from (0 without a checkpoint)."""
+        saved = self._load_latest_checkpoint()
+        if saved is None:
             return 0
-        saved = load_checkpoint(self.folder.checkpoint)
         if saved["iteration"] > self.config.iterations:
             raise ValueError(
                 f"{str(self.folder.root)!r} is already at iteration {saved['iteration']}, beyond --iterations"
                 f" {self.config.iterations}"
             )
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.sampler.load_state_dict(saved["sampler"])
-        restore_rng(saved["rng"])
-        self.state = TrainState(saved["iteration"], MetricsWindow(**saved["window"]), saved["best"])
+        try:
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.sampler.load_state_dict(saved["sampler"])
+            restore_rng(saved["rng"])
+            self.state = TrainState(saved["iteration"], MetricsWindow(**saved["window"]), saved["best"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(
+                f"the checkpoint in {str(self.folder.root)!r} does not fit this run: {error}"
+            ) from None
         self.metrics = MetricsLog.resume(self.folder, saved["metrics_rows"])
         return saved["iteration"]
 
+    def _load_latest_checkpoint(self) -> dict[str, Any] | None:
+        """The latest readable checkpoint of the two kept, or ``None`` when there is none."""
+        latest, previous = self.folder.checkpoint, self.folder.previous_checkpoint
+        problem = "it is missing"
+        if latest.is_file():
+            try:
+                return load_checkpoint(latest, CHECKPOINT_FIELDS)
+            except CheckpointError as error:
+                problem = str(error)
+        if not previous.is_file():
+            if latest.is_file():
+                raise CheckpointError(f"{problem}; there is no earlier checkpoint to fall back to") from None
+            return None
+        warnings.warn(
+            f"the latest checkpoint {str(latest)!r} cannot be used ({problem}); resuming from the one before,"
+            f" {str(previous)!r}",
+            stacklevel=2,
+        )
+        return load_checkpoint(previous, CHECKPOINT_FIELDS)
+
     def checkpoint(self) -> None:
-        """Metrics first, then the checkpoint (the commit point), then its readable copy."""
+        """Metrics first, then the checkpoint (the commit point; the previous one is kept as
+        ``checkpoint.prev.safetensors``), then its readable copy."""
         self.metrics.write()
         state = {
             "iteration": self.state.iteration,
@@ -323,6 +214,8 @@ class Trainer:
             "window": {"count": self.state.window.count, "sums": self.state.window.sums},
             "best": self.state.best,
         }
+        if self.folder.checkpoint.is_file():
+            self.folder.checkpoint.replace(self.folder.previous_checkpoint)
         save_checkpoint(self.folder.checkpoint, state)
         write_json(
             self.folder.checkpoint_info,
@@ -332,6 +225,23 @@ class Trainer:
 
     def save_weights(self, path: Path) -> None:
         save_tensors(path, self.model.state_dict(), {"iteration": str(self.state.iteration)})
+
+    def write_record(self, start: int) -> None:
+        """Write ``config.json`` with the run's segments, unless the run is finished and nothing
+        it records would change (a finished run is left as it is)."""
+        stored = self.folder.read_config() if self.folder.config.is_file() else None
+        segment = compute_segment(self.config, self.cpu, start)
+        finished = start >= self.config.iterations
+        info = run_info(self.config, self.defaults, self.spec, self.regime, self.splits, self.cpu)
+        if stored is not None and finished:
+            return
+        if stored is not None and changed_compute(stored, segment):
+            warnings.warn(
+                f"{str(self.folder.root)!r}: iterations from {start} on are computed with other settings"
+                f" ({'; '.join(changed_compute(stored, segment))}); recorded as a new segment in config.json",
+                stacklevel=2,
+            )
+        write_json(self.folder.config, {**info, "segments": segments_after(stored, segment)})
 
     # ------------------------------------------------------------------ loop
 
@@ -357,12 +267,20 @@ class Trainer:
         return row
 
     def run(self) -> TrainResult:
-        """Train to ``config.iterations`` from the checkpoint (or from scratch)."""
-        self.folder.root.mkdir(parents=True, exist_ok=True)
+        """Train to ``config.iterations`` from the checkpoint (or from scratch). The caller holds
+        the folder's lock (:func:`train` does)."""
         for folder in (self.folder.root, self.folder.root / "checkpoints"):
             remove_stale_temporaries(folder)
         start = self.resume()
-        write_json(self.folder.config, self.info)
+        self.write_record(start)
+        self._iterate(start)
+        if not self.folder.final.is_file():  # a finished run whose final weights were removed
+            self.save_weights(self.folder.final)
+        return TrainResult(str(self.folder.root), self.state.iteration, start, str(self.folder.final), self.state.best)
+
+    def _iterate(self, start: int) -> None:
+        """Iterations ``start`` .. ``iterations - 1`` with their logging, validation, kept
+        weights and checkpoints (module docstring)."""
         c = self.config
         bar = tqdm(
             total=c.iterations,
@@ -395,21 +313,31 @@ class Trainer:
             bar.set_postfix(postfix, refresh=False)
             bar.update()
         bar.close()
-        if not self.folder.final.is_file():  # a finished run whose final weights were removed
-            self.save_weights(self.folder.final)
-        return TrainResult(str(self.folder.root), self.state.iteration, start, str(self.folder.final), self.state.best)
 
 
 def train(config: RunConfig, out_dir: str | Path, *, splits: Mapping[str, FewShotSplit] | None = None) -> TrainResult:
     """Train (or resume) the run in ``out_dir`` to ``config.iterations``.
 
     Args:
-        config: the run's configuration (``None`` hyperparameters: the paper preset's).
+        config: the run's configuration (``None`` hyperparameters: the paper defaults').
         out_dir: the run folder (created; an existing run in it is resumed if compatible).
         splits: ``{"train": FewShotSplit, "val": FewShotSplit}`` to use instead of loading
             ``config.dataset`` (tests, custom data; evaluation then needs ``data=`` too).
 
     Returns:
         The :class:`TrainResult`.
+
+    The folder is locked (:class:`meta.run.lock.FolderLock`) before anything in it is read, so
+    that a second writer is refused naming this process; a folder this call created is removed
+    again if the run cannot start (bad settings, missing data), leaving nothing behind.
     """
-    return Trainer(config, out_dir, splits).run()
+    resolve(config)  # bad settings are refused before the folder is touched
+    out = Path(out_dir)
+    created = not out.exists()
+    try:
+        with FolderLock(out, "train"):
+            return Trainer(config, out, splits).run()
+    except BaseException:
+        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
+            shutil.rmtree(out)
+        raise

@@ -23,6 +23,8 @@ paper reports no 95% confidence intervals), and ``n_tasks`` is unknown.
 Figures 2 and 3 have no table: :data:`FIGURE_FINDINGS` states what they show, and
 ``paper_table("figure2_adaptation_similarity")`` holds the only values the text states (bounds:
 conv layers' CCA above 0.9, the head's below 0.5).
+
+Imports: :mod:`meta.core.names` and pandas; nothing else of :mod:`meta`.
 """
 
 from __future__ import annotations
@@ -32,11 +34,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from meta.core.names import BODY, BODY_BASELINES, FROZEN_LABELS, LAYERS  # noqa: F401 (re-exported for the report)
-
-#: Layers of the paper's conv4 network, in forward order; the "body" is every layer but the head.
-#: Training regimes of the body (Table 5), labels as in our CSVs, in the paper's order.
-REGIMES: tuple[str, ...] = ("maml", "anil", *BODY_BASELINES)
+from meta.core.names import BODY, FROZEN_LABELS
 
 CITATION = (
     "A. Raghu, M. Raghu, S. Bengio, O. Vinyals. Rapid Learning or Feature Reuse? Towards "
@@ -266,8 +264,14 @@ def _table5() -> pd.DataFrame:
 
 def _figure2() -> pd.DataFrame:
     """The values section 3.2.2 states for Figure 2 (MAML): bounds, not measurements."""
-    quote_body = "Representations in the body of the network (the convolutional layers) are highly similar, with CCA similarity scores of >0.9"
-    quote_head = "the head of the network, which does change significantly in the inner loop, has a CCA similarity of less than 0.5"
+    quote_body = (
+        "Representations in the body of the network (the convolutional layers) are highly similar, with CCA "
+        "similarity scores of >0.9"
+    )
+    quote_head = (
+        "the head of the network, which does change significantly in the inner loop, has a CCA similarity of "
+        "less than 0.5"
+    )
     rows = [
         {"algorithm": "maml", "layer": layer, "measure": "cca", "relation": ">", "value": 0.9, "quote": quote_body}
         for layer in BODY

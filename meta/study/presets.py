@@ -1,9 +1,10 @@
 """The presets of ``python -m meta reproduce``: every setting of every stage, as data.
 
-A :class:`ReproducePreset` says which few-shot settings are studied, which seeds, how long each
-run trains and how many tasks each measurement uses; :mod:`meta.study.reproduce` turns it into a plan of
-stages and runs. Settings a preset leaves out (``None`` in ``run``) fall back to the paper
-defaults of the setting (:data:`meta.run.paper_defaults.PAPER_DEFAULTS`, via :func:`meta.run.config.resolve`).
+A :class:`StudyPreset` says which few-shot settings are studied, which seeds, how long each
+run trains and how many tasks each measurement uses; :mod:`meta.study.plan` turns it into runs
+and :mod:`meta.study.pipeline` runs their stages. Settings a preset leaves out (``None`` in
+``run``) fall back to the paper defaults of the setting
+(:data:`meta.run.paper_defaults.PAPER_DEFAULTS`, via :func:`meta.run.config.resolve`).
 
 - ``quick``: the built-in ``glyphs`` data set, 5-way 1-shot, sized to finish in under ten minutes
   on a 2-core CPU (the README's first command). Smaller than the paper on purpose: 32 filters
@@ -15,6 +16,8 @@ defaults of the setting (:data:`meta.run.paper_defaults.PAPER_DEFAULTS`, via :fu
   shots, the paper's iterations (MAML: 40000 Omniglot, 60000 miniImageNet), 600 test tasks,
   3 seeds.
 - ``tiny``: a smoke test on the ``synthetic`` data set (seconds; the numbers mean nothing).
+
+Imports: nothing of :mod:`meta` (plain data).
 """
 
 from __future__ import annotations
@@ -24,10 +27,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meta.core.names import BODY_BASELINES
-
-#: Body-training baselines of the paper's Table 5 (besides MAML and ANIL), each tested with NIL.
-BASELINE_REGIMES: tuple[str, ...] = BODY_BASELINES
 #: Fractions of training at which the MAML runs keep their weights for Figure 3 (the final
 #: weights are added).
 EARLY_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5)
@@ -57,7 +56,7 @@ class Setting:
 
 
 @dataclass(frozen=True)
-class ReproducePreset:
+class StudyPreset:
     """Everything ``python -m meta reproduce --preset NAME`` runs.
 
     Attributes:
@@ -100,11 +99,13 @@ class ReproducePreset:
         """JSON-ready (tuples as lists, mappings as dicts)."""
         return _plain(dataclasses.asdict(self))
 
-    def replace(self, **changes: Any) -> ReproducePreset:
+    def replace(self, **changes: Any) -> StudyPreset:
+        """A copy with ``changes`` (field -> value)."""
         return dataclasses.replace(self, **changes)
 
 
 def _plain(value: Any) -> Any:
+    """``value`` with mappings as dicts (string keys) and tuples as lists, recursively."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -116,7 +117,7 @@ def _plain(value: Any) -> Any:
 # interruption loses little, validation on 100 fixed tasks a few times per run.
 _BOOKKEEPING = {"checkpoint_every": 100, "log_every": 10, "val_tasks": 100}
 
-QUICK = ReproducePreset(
+QUICK = StudyPreset(
     name="quick",
     description=(
         "Built-in glyphs data set, 5-way 1-shot, one seed: the whole study in under 10 minutes on a"
@@ -160,7 +161,7 @@ QUICK = ReproducePreset(
     ),
 )
 
-OMNIGLOT = ReproducePreset(
+OMNIGLOT = StudyPreset(
     name="omniglot",
     description=(
         "Real Omniglot (MAML protocol of meta.data.omniglot: 4400/400/1692 rotated-character classes),"
@@ -191,7 +192,7 @@ OMNIGLOT = ReproducePreset(
     ),
 )
 
-PAPER = ReproducePreset(
+PAPER = StudyPreset(
     name="paper",
     description=(
         "The paper's settings on a GPU: Omniglot 5-way and 20-way and miniImageNet 5-way, 1-shot and"
@@ -217,11 +218,12 @@ PAPER = ReproducePreset(
     device="cuda",
     notes=(
         "Table 5's baselines are trained on miniImageNet only, as in the paper.",
-        "Iterations, inner loops and meta-batch sizes are the paper's defaults (meta.run.paper_defaults.PAPER_DEFAULTS).",
+        "Iterations, inner loops and meta-batch sizes are the paper's defaults"
+        " (meta.run.paper_defaults.PAPER_DEFAULTS).",
     ),
 )
 
-TINY = ReproducePreset(
+TINY = StudyPreset(
     name="tiny",
     description="Smoke test of the pipeline on the synthetic data set: seconds on one core; the numbers mean nothing.",
     settings=(Setting("synthetic", 3, 1),),
@@ -250,11 +252,12 @@ TINY = ReproducePreset(
     notes=("Synthetic data and a 4-filter network: for testing the pipeline only.",),
 )
 
-PRESETS: dict[str, ReproducePreset] = {p.name: p for p in (QUICK, OMNIGLOT, PAPER, TINY)}
+#: The presets of ``python -m meta reproduce --preset NAME``, by name.
+STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (QUICK, OMNIGLOT, PAPER, TINY)}
 
 
-def get_preset(name: str) -> ReproducePreset:
+def get_study_preset(name: str) -> StudyPreset:
     """The preset called ``name`` (ValueError naming the known presets otherwise)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return PRESETS[name]
+    if name not in STUDY_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(STUDY_PRESETS)}")
+    return STUDY_PRESETS[name]

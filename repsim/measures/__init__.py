@@ -1,7 +1,10 @@
 """The measures: pure math on two representations of the same datapoints, one family per module.
 
 - :mod:`~repsim.measures.canonical`: CCA coefficients, mean CCA, SVCCA, PWCCA;
-- :mod:`~repsim.measures.cka`: linear, debiased, kernel (RBF) and minibatch CKA;
+- :mod:`~repsim.measures.canonical_bases`: rank, kept directions and orthonormal basis of one
+  side of a CCA problem (shared by the in-memory and streaming CCA family);
+- :mod:`~repsim.measures.cka`: linear, debiased and minibatch CKA, and the HSIC estimators;
+- :mod:`~repsim.measures.kernel_cka`: kernel (RBF, linear or callable) CKA;
 - :mod:`~repsim.measures.procrustes`: orthogonal Procrustes distance;
 - :mod:`~repsim.measures.rsa`: representational similarity analysis;
 - :mod:`~repsim.measures.streaming`: exact, mergeable accumulators for CKA and the CCA family;
@@ -13,8 +16,9 @@ Imports: nothing of ``repsim`` outside this package (no capture, no files, no pl
 """
 
 from repsim.measures.canonical import CCAResult, cca, mean_cca, pwcca, svcca
-from repsim.measures.cka import kernel_cka, linear_cka, minibatch_cka
+from repsim.measures.cka import linear_cka, minibatch_cka
 from repsim.measures.inputs import CONV_POLICIES
+from repsim.measures.kernel_cka import kernel_cka
 from repsim.measures.procrustes import procrustes
 from repsim.measures.registry import MEASURES, debiased_cka, get_measure
 from repsim.measures.result import Similarity

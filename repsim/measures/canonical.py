@@ -37,6 +37,9 @@ References: Raghu, Gilmer, Yosinski & Sohl-Dickstein, "SVCCA", NeurIPS 2017; Mor
 Bengio, "Insights on representational similarity in neural networks with canonical
 correlation", NeurIPS 2018; Raghu, Raghu, Bengio & Vinyals, ICLR 2020 (CCA on conv layers with
 channels as neurons, ``conv="channels"``).
+
+Imports: :mod:`repsim.measures.canonical_bases`, :mod:`repsim.measures.inputs` and
+:mod:`repsim.measures.result` only (nothing of ``repsim`` outside :mod:`repsim.measures`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,14 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from repsim.measures.canonical_bases import (
+    SideBasis,
+    certified_full_rank,
+    check_keep,
+    check_rtol,
+    default_rtol,
+    side_from_spectrum,
+)
 from repsim.measures.inputs import as_pair, centre, source_eps
 from repsim.measures.result import Similarity
 
@@ -79,34 +90,6 @@ class CCAResult:
         return float(self.coefficients.mean())
 
 
-@dataclass(frozen=True)
-class SideBasis:
-    """The kept directions of one centred side ``C`` ``(n, d)``, in factored form.
-
-    ``Q = C @ w`` ``(n, k)`` is an orthonormal basis of the kept directions and ``f = Q' C``
-    ``(k, d)``. ``rank`` is the numerical rank of ``C`` (``k <= rank``); ``rounding`` bounds the
-    loss of orthonormality of the computed ``Q``. ``triangular``: ``f`` is the upper triangular
-    ``R`` of ``C = QR`` and ``w = R^-1``.
-    """
-
-    w: torch.Tensor
-    f: torch.Tensor
-    rank: int
-    rounding: float
-    triangular: bool = False
-
-    @property
-    def dims(self) -> int:
-        return self.w.shape[1]
-
-    def basis_t(self, c: torch.Tensor) -> torch.Tensor:
-        """``Q'`` ``(k, n)`` for the side's centred data ``c`` ``(n, d)``: ``R^-T C'`` by a
-        triangular solve (cheaper than the product with ``w``), else ``(C w)'``."""
-        if self.triangular:
-            return torch.linalg.solve_triangular(self.f.T, c.T, upper=False)
-        return (c @ self.w).T
-
-
 class _Problem(Protocol):
     """Where the two sides come from: centred data in memory, or streamed co-moments."""
 
@@ -119,74 +102,11 @@ class _Problem(Protocol):
         """``Qx' Qy`` ``(kx, ky)`` for the bases of two sides."""
 
 
-def default_rtol(n: int, d: int, dtype: torch.dtype, source_eps: float = 0.0) -> float:
-    """Rank tolerance relative to the largest singular value: ``max(n, d) * eps`` (numpy's),
-    with ``eps`` the larger of the computing dtype's and ``source_eps``, the rounding unit of the
-    data as given (float32 activations are only linear-dependent to ~1e-7, and that noise must
-    not count as signal when they are upcast to float64)."""
-    return max(n, d) * max(torch.finfo(dtype).eps, source_eps)
-
-
-def svcca_dims(singular_values: torch.Tensor, keep: float | int) -> int:
-    """How many leading directions SVCCA keeps, given the kept-rank singular values (descending).
-
-    ``keep`` a float in ``(0, 1]``: the fewest leading directions whose explained variance
-    ``sum_{i<k} s_i^2`` is ``>= keep * sum_i s_i^2`` (Raghu et al. 2017: "99% of the variance").
-    ``keep`` an int ``>= 1``: that many directions, at most the rank.
-    """
-    rank = singular_values.shape[0]
-    if isinstance(keep, (int, np.integer)):
-        return min(int(keep), rank)
-    energy = torch.cumsum(singular_values.square(), 0)
-    short = int((energy < keep * energy[-1]).sum())  # leading prefixes below the target
-    return min(short + 1, rank)
-
-
-def check_keep(keep: Any) -> float | int:
-    """Validate SVCCA's ``keep``: an int ``>= 1`` (dimensions) or a float in ``(0, 1]`` (variance)."""
-    if isinstance(keep, bool) or not isinstance(keep, (int, float, np.integer, np.floating)):
-        raise ValueError(f"keep must be an int (dimensions) or a float in (0, 1] (variance); got {keep!r}")
-    if isinstance(keep, (int, np.integer)):
-        if keep < 1:
-            raise ValueError(f"keep as a number of dimensions must be >= 1; got {keep}")
-        return int(keep)
-    if not 0 < keep <= 1:
-        raise ValueError(f"keep as a fraction of variance must be in (0, 1]; got {keep}")
-    return float(keep)
-
-
-def side_from_spectrum(
-    s: torch.Tensor, vh: torch.Tensor, rtol: float, keep: float | int | None, rounding_unit: float, power: int
-) -> SideBasis:
-    """A side from the singular values ``s`` (descending) and right vectors ``vh`` of its data.
-
-    Rank = number of ``s_i > rtol * s_0``; kept ``k`` = rank (``keep=None``) or
-    :func:`svcca_dims`; ``w = V_k / s_k``, ``f = s_k V_k'``; ``rounding = rounding_unit *
-    cond^power`` with ``cond = s_0 / s_{k-1}``.
-    """
-    rank = int((s > rtol * s[0]).sum())
-    k = rank if keep is None else svcca_dims(s[:rank], keep)
-    s_k, v_k = s[:k], vh[:k]
-    cond = float(s[0] / s_k[-1])
-    rounding = rounding_unit * cond**power
-    return SideBasis(w=v_k.T / s_k, f=s_k[:, None] * v_k, rank=rank, rounding=rounding)
-
-
-def _certified_full_rank(r: torch.Tensor, rtol: float, rounding_unit: float) -> SideBasis | None:
-    """The side ``w = R^-1``, ``f = R`` if every singular value of square ``R`` is certainly above
-    ``rtol * s_max`` (``||R||_F ||R^-1||_F < 1/(2 rtol)``), else ``None``."""
-    eye = torch.eye(r.shape[0], dtype=r.dtype, device=r.device)
-    w = torch.linalg.solve_triangular(r, eye, upper=True)
-    cond = float(torch.linalg.matrix_norm(w) * torch.linalg.matrix_norm(r))
-    if not 2 * rtol * cond < 1:  # also catches inf / nan from an exactly singular R
-        return None
-    return SideBasis(w=w, f=r, rank=r.shape[0], rounding=rounding_unit * cond, triangular=True)
-
-
 @dataclass
 class _DataProblem:
     """Both centred sides in memory: ``cx`` ``(n, dx)``, ``cy`` ``(n, dy)``, and the rounding
-    unit of each side's data as it was given (see :func:`default_rtol`)."""
+    unit of each side's data as it was given (see
+    :func:`~repsim.measures.canonical_bases.default_rtol`)."""
 
     cx: torch.Tensor
     cy: torch.Tensor
@@ -203,7 +123,7 @@ class _DataProblem:
         unit = max(n, d) * torch.finfo(c.dtype).eps
         r = torch.linalg.qr(c, mode="r").R
         if keep is None and r.shape[0] == d:
-            side = _certified_full_rank(r, rtol, unit)
+            side = certified_full_rank(r, rtol, unit)
             if side is not None:
                 return side
         _, s, vh = torch.linalg.svd(r, full_matrices=False)
@@ -263,14 +183,6 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     out = t.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
     out.setflags(write=False)
     return out
-
-
-def check_rtol(rtol: float | None) -> None:
-    """``rtol`` must be ``None`` (the default tolerance) or a number in ``[0, 1)``."""
-    if rtol is None:
-        return
-    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 <= rtol < 1:
-        raise ValueError(f"rtol must be None or a number in [0, 1); got {rtol!r}")
 
 
 def cca_of(problem: _Problem, *, rtol: float | None = None, conv: str | None = None) -> CCAResult:
@@ -397,6 +309,23 @@ def cca(
         ValueError: bad input (NaN/inf, mismatched ``n``, fewer than 3 datapoints, 1-D, empty,
             constant, 4-D without ``conv``), or a side of rank ``>= n - 1`` (CCA would be all
             ones: use :func:`svcca` or more datapoints).
+
+    Examples:
+        One neuron each: the single coefficient is ``|corr(x, y)|``, ``4/5`` by hand (centred
+        ``x = (-3, -1, 1, 3) / 2`` and ``y = (-3, 1, -1, 3) / 2``):
+
+        >>> from repsim.measures import cca
+        >>> cca([[1.0], [2.0], [3.0], [4.0]], [[1.0], [3.0], [2.0], [4.0]]).coefficients.round(6).tolist()
+        [0.8]
+
+        An invertible linear map and a shift keep the column space: every coefficient is 1.
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((100, 4))
+        >>> result = cca(X, X @ rng.standard_normal((4, 4)) + 3.0)
+        >>> result.coefficients.round(6).tolist(), result.rank_x, result.rank_y
+        ([1.0, 1.0, 1.0, 1.0], 4, 4)
     """
     return cca_of(_data_problem(X, Y, conv, dtype, "CCA"), rtol=rtol, conv=conv)
 
@@ -409,6 +338,21 @@ def mean_cca(
 
     Returns:
         :class:`repsim.Similarity` named ``"mean_cca"`` with details ``rank_x``, ``rank_y``, ``n``.
+
+    Examples:
+        ``Y`` shares one of its two directions with ``X``: the coefficients are 1 and a small one,
+        the mean CCA is their average, and an invertible map and shift of ``X`` leave it unchanged.
+
+        >>> import numpy as np
+        >>> from repsim.measures import cca, mean_cca
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((500, 3))
+        >>> Y = np.column_stack([X[:, 0], rng.standard_normal(500)])
+        >>> cca(X, Y).coefficients.round(6).tolist(), round(float(mean_cca(X, Y)), 6)
+        ([1.0, 0.063404], 0.531702)
+        >>> X_mapped = 2.0 * X @ rng.standard_normal((3, 3)) + 5.0
+        >>> bool(abs(mean_cca(X_mapped, Y) - mean_cca(X, Y)) < 1e-12)
+        True
     """
     return mean_cca_of(_data_problem(X, Y, conv, dtype, "CCA"), rtol=rtol, conv=conv)
 
@@ -441,6 +385,19 @@ def svcca(
     Returns:
         :class:`repsim.Similarity` named ``"svcca"`` with details ``keep``, ``dims_x``,
         ``dims_y`` (directions kept), ``rank_x``, ``rank_y``, ``n``.
+
+    Examples:
+        Three of five directions hold the variance, so ``keep=0.99`` keeps 3 per side; a rotation
+        and an isotropic scaling change neither the kept span nor the value.
+
+        >>> import numpy as np
+        >>> from repsim.measures import svcca
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((200, 5)) * [10.0, 10.0, 10.0, 0.01, 0.01]
+        >>> Q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+        >>> s = svcca(X, 2.0 * X @ Q, keep=0.99)
+        >>> round(float(s), 6), s.details["dims_x"], s.details["dims_y"]
+        (1.0, 3, 3)
     """
     return svcca_of(_data_problem(X, Y, conv, dtype, "SVCCA"), keep, rtol=rtol, conv=conv)
 
@@ -484,5 +441,23 @@ def pwcca(
         :class:`repsim.Similarity` named ``"pwcca"`` with details ``symmetric``, ``rank_x``,
         ``rank_y``, ``n``, ``weights_from`` (and ``pwcca_x``, ``pwcca_y`` when symmetric).
         Errors as :func:`cca`.
+
+    Examples:
+        One neuron each: one coefficient of weight 1, so PWCCA is ``|corr(x, y)| = 4/5``; a scaled,
+        shifted copy has every coefficient 1 (weights sum to 1); ``symmetric=True`` averages the
+        weights from X and from Y.
+
+        >>> import numpy as np
+        >>> from repsim.measures import pwcca
+        >>> round(float(pwcca([[1.0], [2.0], [3.0], [4.0]], [[1.0], [3.0], [2.0], [4.0]])), 6)
+        0.8
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((300, 4))
+        >>> Y = X[:, :2] + rng.standard_normal((300, 2))
+        >>> round(float(pwcca(X, 3.0 * X + 1.0)), 6)
+        1.0
+        >>> both = pwcca(X, Y, symmetric=True)
+        >>> bool(abs(both - (pwcca(X, Y) + pwcca(Y, X)) / 2) < 1e-12)
+        True
     """
     return pwcca_of(_data_problem(X, Y, conv, dtype, "PWCCA"), symmetric=symmetric, rtol=rtol, conv=conv)

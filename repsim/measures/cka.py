@@ -1,4 +1,4 @@
-"""Centred kernel alignment: linear, kernel (RBF) and debiased CKA, and Nguyen's minibatch CKA.
+"""Centred kernel alignment: linear and debiased CKA, Nguyen's minibatch CKA, and the HSIC estimators.
 
 CKA (Kornblith, Norouzi, Lee & Hinton, "Similarity of neural network representations
 revisited", ICML 2019) normalises the Hilbert-Schmidt independence criterion (HSIC, Gretton et
@@ -20,12 +20,16 @@ Two HSIC estimators are offered:
 
 Every function centres the data itself, computes in float64 by default (inputs are upcast
 *before* centring, so float32 activations with large means lose nothing) and returns a
-:class:`repsim.Similarity` that records the form and estimator used.
+:class:`repsim.Similarity` that records the form and estimator used. Kernel (RBF) CKA, built on
+the Gram-matrix estimators here, is in :mod:`repsim.measures.kernel_cka`.
+
+Imports: :mod:`repsim.measures.inputs` and :mod:`repsim.measures.result` only (nothing of
+``repsim`` outside :mod:`repsim.measures`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -37,16 +41,10 @@ from repsim.measures.result import Similarity
 #: Forms of linear CKA: ``"features"`` (d x d products), ``"gram"`` (n x n Gram matrices) or
 #: ``"auto"`` (the one with fewer multiply-adds, see :func:`linear_cka_form`).
 LINEAR_FORMS = ("auto", "features", "gram")
-#: Named kernels of :func:`kernel_cka` (a callable kernel is accepted too).
-KERNELS = ("rbf", "linear")
-#: Bandwidth rules of :func:`kernel_cka`.
-SIGMA_METHODS = ("median",)
 
 _DEBIASED_NAME = "debiased CKA (the unbiased HSIC estimator of Song et al. 2012)"
 #: Column-block width of :func:`symmetric_product` (narrower blocks make slower products).
 _BLOCK = 256
-
-GramFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def linear_cka_form(n: int, dx: int, dy: int) -> str:
@@ -164,7 +162,7 @@ def centre_gram_(gram: torch.Tensor, *, unbiased: bool = False) -> torch.Tensor:
     return gram
 
 
-def _gram_hsics(
+def gram_hsics(
     gram_x: torch.Tensor, gram_y: torch.Tensor, debiased: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(HSIC(K, L), HSIC(K, K), HSIC(L, L))`` from Gram matrices ``(n, n)`` (centred in place)."""
@@ -185,10 +183,10 @@ def _linear_hsics(
         form = linear_cka_form(xc.shape[0], xc.shape[1], yc.shape[1])
     if form == "features":
         return _feature_hsics(xc, yc, debiased), form
-    return _gram_hsics(symmetric_product(xc.T), symmetric_product(yc.T), debiased), form
+    return gram_hsics(symmetric_product(xc.T), symmetric_product(yc.T), debiased), form
 
 
-def _cka_ratio(hxy: Any, hxx: Any, hyy: Any, *, debiased: bool) -> float:
+def cka_ratio(hxy: Any, hxx: Any, hyy: Any, *, debiased: bool) -> float:
     """``hxy / sqrt(hxx hyy)``; a non-positive self-HSIC (possible only debiased) is an error."""
     hxx, hyy = float(hxx), float(hyy)
     for name, value in (("X", hxx), ("Y", hyy)):
@@ -203,7 +201,7 @@ def _cka_ratio(hxy: Any, hxx: Any, hyy: Any, *, debiased: bool) -> float:
     return float(hxy) / (hxx**0.5 * hyy**0.5)
 
 
-def _centred_pair(
+def centred_pair(
     X: Any, Y: Any, *, conv: str | None, dtype: torch.dtype, debiased: bool, measure: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate ``X``, ``Y`` (``n >= 4`` when debiased) and return them column-centred."""
@@ -253,11 +251,40 @@ def linear_cka(
     Returns:
         :class:`repsim.Similarity` named ``"linear_cka"`` (or ``"debiased_cka"``) with details
         ``form``, ``debiased``, ``n``, ``dx``, ``dy``, ``dtype``.
+
+    Examples:
+        One neuron each: linear CKA is the squared correlation, ``(4/5)^2`` by hand.
+
+        >>> import numpy as np
+        >>> from repsim.measures import linear_cka
+        >>> round(float(linear_cka([[1.0], [2.0], [3.0], [4.0]], [[1.0], [3.0], [2.0], [4.0]])), 6)
+        0.64
+
+        Biased or debiased, CKA is invariant to orthogonal transforms, isotropic scaling and shifts;
+        the two forms give one value.
+
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((200, 6))
+        >>> Q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+        >>> Y = 3.0 * X @ Q + 1.0
+        >>> round(float(linear_cka(X, Y)), 6), round(float(linear_cka(X, Y, debiased=True)), 6)
+        (1.0, 1.0)
+        >>> Z = X[:, :3] + rng.standard_normal((200, 3))
+        >>> bool(abs(linear_cka(X, Z, form="features") - linear_cka(X, Z, form="gram")) < 1e-12)
+        True
+
+        Independent data with ``d`` not small against ``n``: the biased estimate is far from 0,
+        the debiased one near 0 (it can be negative).
+
+        >>> rng = np.random.default_rng(0)
+        >>> A, B = rng.standard_normal((40, 30)), rng.standard_normal((40, 30))
+        >>> round(float(linear_cka(A, B)), 2), round(float(linear_cka(A, B, debiased=True)), 2)
+        (0.42, -0.01)
     """
     measure = "debiased_cka" if debiased else "linear_cka"
-    xc, yc = _centred_pair(X, Y, conv=conv, dtype=dtype, debiased=debiased, measure="linear CKA")
+    xc, yc = centred_pair(X, Y, conv=conv, dtype=dtype, debiased=debiased, measure="linear CKA")
     (hxy, hxx, hyy), used = _linear_hsics(xc, yc, debiased, form)
-    value = _cka_ratio(hxy, hxx, hyy, debiased=debiased)
+    value = cka_ratio(hxy, hxx, hyy, debiased=debiased)
     return Similarity(
         value,
         measure=measure,
@@ -269,129 +296,6 @@ def linear_cka(
         dy=yc.shape[1],
         dtype=str(dtype).removeprefix("torch."),
     )
-
-
-def _sq_distances(xc: torch.Tensor) -> torch.Tensor:
-    """``(n, n)`` squared Euclidean distances between the rows of ``xc`` (zero diagonal, >= 0)."""
-    dist = symmetric_product(xc.T)
-    sq = dist.diagonal().clone()
-    dist.mul_(-2.0).add_(sq[:, None]).add_(sq[None, :])
-    return dist.clamp_(min=0).fill_diagonal_(0)
-
-
-def _median(values: torch.Tensor) -> float:
-    """Median of a 1-D tensor, the mean of the two middle values for an even count (numpy's)."""
-    m = values.numel()
-    upper = torch.kthvalue(values, m // 2 + 1).values
-    if m % 2:
-        return float(upper)
-    return 0.5 * (float(torch.kthvalue(values, m // 2).values) + float(upper))
-
-
-def median_bandwidth(sq_dist: torch.Tensor, factor: float = 1.0, *, name: str = "X") -> float:
-    """RBF bandwidth ``sigma = factor * sqrt(median(D^2))`` from squared distances ``(n, n)``.
-
-    Kornblith et al. (2019)'s convention, as in their reference code (``gram_rbf(x, threshold)``
-    of google-research/representation_similarity): the median is taken over all ``n^2`` entries
-    of the squared-distance matrix, *including* its ``n`` zero diagonal entries and both
-    triangles, with numpy's mean-of-middles for an even count; ``factor`` is their
-    ``threshold`` (the paper reports fractions of the median distance).
-    """
-    med = _median(sq_dist.reshape(-1))
-    if not med > 0:
-        raise ValueError(
-            f"the median squared distance between datapoints of {name} is 0 (most pairs of"
-            " datapoints coincide): pass an explicit sigma"
-        )
-    return factor * med**0.5
-
-
-def _rbf_gram(xc: torch.Tensor, sigma: float | None, factor: float, name: str) -> tuple[torch.Tensor, float]:
-    """RBF Gram ``exp(-||x_i - x_j||^2 / (2 sigma^2))`` ``(n, n)`` and the bandwidth used."""
-    sq_dist = _sq_distances(xc)
-    if sigma is None:
-        sigma = median_bandwidth(sq_dist, factor, name=name)
-    elif not sigma > 0:
-        raise ValueError(f"sigma for {name} must be positive; got {sigma}")
-    return sq_dist.mul_(-0.5 / sigma**2).exp_(), float(sigma)
-
-
-def _callable_gram(kernel: GramFn, t: torch.Tensor, name: str) -> torch.Tensor:
-    """Call a user kernel on ``t`` ``(n, d)``; check that it returns a finite symmetric ``(n, n)``."""
-    n = t.shape[0]
-    gram = torch.as_tensor(kernel(t)).to(device=t.device, dtype=t.dtype).clone()
-    if gram.shape != (n, n):
-        raise ValueError(f"kernel returned shape {tuple(gram.shape)} for {name}; expected ({n}, {n})")
-    if not bool(torch.isfinite(gram).all()):
-        raise ValueError(f"kernel returned NaN or infinite values for {name}")
-    if not torch.allclose(gram, gram.T, rtol=1e-10, atol=1e-12 * float(gram.abs().max())):
-        raise ValueError(f"kernel returned a non-symmetric Gram matrix for {name}")
-    return gram
-
-
-def _pair_sigmas(sigma: float | tuple[float, float] | None) -> tuple[float | None, float | None]:
-    """Split ``sigma`` (one value for both sides, a pair, or ``None``) into ``(sigma_x, sigma_y)``."""
-    if sigma is None or isinstance(sigma, (int, float)):
-        return sigma, sigma
-    sigma_x, sigma_y = sigma
-    return sigma_x, sigma_y
-
-
-def kernel_cka(
-    X: Any,
-    Y: Any,
-    *,
-    kernel: str | GramFn = "rbf",
-    sigma: float | tuple[float, float] | None = None,
-    sigma_factor: float = 1.0,
-    sigma_method: str = "median",
-    debiased: bool = False,
-    conv: str | None = None,
-    dtype: torch.dtype = torch.float64,
-) -> Similarity:
-    """Kernel CKA with Gram matrices ``(n, n)`` (Kornblith et al. 2019, section 3).
-
-    ``CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with ``K``, ``L`` the Gram matrices of the
-    column-centred ``X``, ``Y`` and HSIC biased or unbiased (``debiased``, Song et al. 2012).
-
-    Kernels:
-        ``"rbf"``: ``K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2))``. Without ``sigma`` the
-        bandwidth of each side is ``sigma_factor * sqrt(median of its n^2 squared distances)``
-        (``sigma_method="median"``, Kornblith et al.'s rule, see :func:`median_bandwidth`), so
-        the value is invariant to isotropic scaling of either side. ``sigma`` may be one value
-        for both sides or a pair ``(sigma_x, sigma_y)``.
-        ``"linear"``: ``K = XX'`` (equals :func:`linear_cka`; a check).
-        a callable: ``kernel(t)`` takes an ``(n, d)`` tensor and returns its ``(n, n)`` Gram.
-
-    Memory is ``O(n^2)`` (two Gram matrices plus one squared-distance matrix).
-
-    Returns:
-        :class:`repsim.Similarity` named ``"kernel_cka"`` with details ``kernel``, ``debiased``,
-        ``n`` and, for RBF, ``sigma_x``, ``sigma_y`` (the bandwidths used) and ``sigma_method``.
-    """
-    if sigma_method not in SIGMA_METHODS:
-        raise ValueError(f"sigma_method must be one of {SIGMA_METHODS}; got {sigma_method!r}")
-    if not (callable(kernel) or kernel in KERNELS):
-        raise ValueError(f"kernel must be one of {KERNELS} or a callable; got {kernel!r}")
-    if sigma is not None and kernel != "rbf":
-        raise ValueError(f"sigma applies to the RBF kernel only; got kernel={kernel!r}")
-    xc, yc = _centred_pair(X, Y, conv=conv, dtype=dtype, debiased=debiased, measure="kernel CKA")
-    details: dict[str, Any] = {"debiased": debiased, "n": xc.shape[0]}
-    if callable(kernel):
-        gx, gy = _callable_gram(kernel, xc, "X"), _callable_gram(kernel, yc, "Y")
-        details["kernel"] = getattr(kernel, "__name__", repr(kernel))
-    elif kernel == "linear":
-        gx, gy = symmetric_product(xc.T), symmetric_product(yc.T)
-        details["kernel"] = "linear"
-    else:
-        sigma_x, sigma_y = _pair_sigmas(sigma)
-        gx, sigma_x = _rbf_gram(xc, sigma_x, sigma_factor, "X")
-        gy, sigma_y = _rbf_gram(yc, sigma_y, sigma_factor, "Y")
-        details.update(kernel="rbf", sigma_x=sigma_x, sigma_y=sigma_y)
-        if sigma is None:
-            details.update(sigma_method=sigma_method, sigma_factor=sigma_factor)
-    value = _cka_ratio(*_gram_hsics(gx, gy, debiased), debiased=debiased)
-    return Similarity(value, measure="kernel_cka", conv=conv, **details)
 
 
 def _row_batches(X: Any, Y: Any, batch_size: int, conv: str | None, dtype: torch.dtype) -> Iterable[tuple[Any, Any]]:
@@ -442,6 +346,24 @@ def minibatch_cka(
         :class:`repsim.Similarity` named ``"minibatch_cka"`` with details ``n_batches``, ``n``
         (datapoints used), ``n_dropped``, ``dx``, ``dy``, ``batch_size`` (``None`` for an
         iterable).
+
+    Examples:
+        One batch is debiased linear CKA; consecutive batches of ``batch_size`` rows equal the
+        same batches given as an iterable of pairs; a scaled copy gives 1 in every batch.
+
+        >>> import numpy as np
+        >>> from repsim.measures import linear_cka, minibatch_cka
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((64, 8))
+        >>> Y = X @ rng.standard_normal((8, 8)) + rng.standard_normal((64, 8))
+        >>> bool(abs(minibatch_cka(X, Y, batch_size=64) - linear_cka(X, Y, debiased=True)) < 1e-12)
+        True
+        >>> halves = [(X[:32], Y[:32]), (X[32:], Y[32:])]
+        >>> bool(abs(minibatch_cka(halves) - minibatch_cka(X, Y, batch_size=32)) < 1e-12)
+        True
+        >>> s = minibatch_cka(X, 2.0 * X, batch_size=16)
+        >>> round(float(s), 6), s.details["n_batches"]
+        (1.0, 4)
     """
     if Y is None:
         if isinstance(batches_or_X, (torch.Tensor,)) or hasattr(batches_or_X, "__array__"):
@@ -457,7 +379,7 @@ def minibatch_cka(
             n_dropped += xb.shape[0]
             continue
         try:
-            xc, yc = _centred_pair(xb, yb, conv=conv, dtype=dtype, debiased=True, measure="")
+            xc, yc = centred_pair(xb, yb, conv=conv, dtype=dtype, debiased=True, measure="")
         except ValueError as err:
             raise ValueError(f"minibatch {index}: {err}") from None
         if dims is None:
@@ -469,7 +391,7 @@ def minibatch_cka(
         n_used, count = n_used + xc.shape[0], count + 1
     if count == 0:
         raise ValueError("minibatch_cka got no minibatch of at least 4 datapoints")
-    value = _cka_ratio(*(s / count for s in sums), debiased=True)
+    value = cka_ratio(*(s / count for s in sums), debiased=True)
     return Similarity(
         value,
         measure="minibatch_cka",

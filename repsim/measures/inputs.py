@@ -4,6 +4,8 @@ A *representation* is a 2-D array ``(n_datapoints, n_neurons)``. Measures accept
 torch tensors (CPU or CUDA) and compute in float64 unless told otherwise. Convolutional
 activations ``(N, C, H, W)`` must be reduced by an explicit policy (see :data:`CONV_POLICIES`).
 Everything here raises :class:`ValueError` naming the problem; nothing returns NaN silently.
+
+Imports: nothing of ``repsim`` (numpy and torch only).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Orthogonal Procrustes distance between representations (Ding, Denain & Steinhardt 2021)."""
+"""Orthogonal Procrustes distance between representations (Ding, Denain & Steinhardt 2021).
+
+Imports: :mod:`repsim.measures.inputs` and :mod:`repsim.measures.result` only.
+"""
 
 from __future__ import annotations
 
@@ -53,6 +56,21 @@ def procrustes(
         :class:`repsim.Similarity` named ``"procrustes"`` (a *distance*: lower is more similar)
         with details ``kind="squared_distance"``, ``distance``, ``similarity``, ``n``, ``dx``,
         ``dy``.
+
+    Examples:
+        One neuron each: centred, unit-norm ``x`` and ``y`` have ``x'y = 4/5``, so
+        ``d^2 = 2 - 2 * 4/5`` by hand; a rotated, scaled, shifted copy is at distance 0.
+
+        >>> import numpy as np
+        >>> from repsim.measures import procrustes
+        >>> round(float(procrustes([[1.0], [2.0], [3.0], [4.0]], [[1.0], [3.0], [2.0], [4.0]])), 6)
+        0.4
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((50, 4))
+        >>> Q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+        >>> d = procrustes(X, 2.0 * X @ Q + 1.0)
+        >>> round(abs(float(d)), 6), round(d.details["similarity"], 6)
+        (0.0, 1.0)
     """
     x, y = as_pair(X, Y, conv=conv, dtype=dtype, measure="Procrustes distance")
     xc, yc = centre(x, name="X"), centre(y, name="Y")

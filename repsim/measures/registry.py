@@ -2,6 +2,8 @@
 
 Every entry is a callable ``(X, Y, **kwargs) -> Similarity`` taking two representations of the
 same datapoints (and the common keywords ``conv=`` and ``dtype=``).
+
+Imports: the measure modules of :mod:`repsim.measures` only.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from repsim.measures import canonical
-from repsim.measures.cka import kernel_cka, linear_cka
+from repsim.measures.canonical import mean_cca, pwcca, svcca
+from repsim.measures.cka import linear_cka
+from repsim.measures.kernel_cka import kernel_cka
 from repsim.measures.procrustes import procrustes
 from repsim.measures.result import Similarity
 from repsim.measures.rsa import rsa
@@ -19,7 +22,16 @@ MeasureFn = Callable[..., Similarity]
 
 
 def debiased_cka(X: Any, Y: Any, **kwargs: Any) -> Similarity:
-    """Linear CKA with the unbiased HSIC estimator: ``linear_cka(X, Y, debiased=True, ...)``."""
+    """Linear CKA with the unbiased HSIC estimator: ``linear_cka(X, Y, debiased=True, ...)``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from repsim.measures import debiased_cka, linear_cka
+        >>> rng = np.random.default_rng(0)
+        >>> X, Y = rng.standard_normal((50, 4)), rng.standard_normal((50, 3))
+        >>> float(debiased_cka(X, Y)) == float(linear_cka(X, Y, debiased=True))
+        True
+    """
     return linear_cka(X, Y, debiased=True, **kwargs)
 
 
@@ -27,10 +39,10 @@ def debiased_cka(X: Any, Y: Any, **kwargs: Any) -> Similarity:
 #: ``"procrustes"`` is a squared *distance* (0 for equivalent representations); all others are
 #: similarities.
 MEASURES: dict[str, MeasureFn] = {
-    "cca": canonical.mean_cca,
-    "mean_cca": canonical.mean_cca,
-    "svcca": canonical.svcca,
-    "pwcca": canonical.pwcca,
+    "cca": mean_cca,
+    "mean_cca": mean_cca,
+    "svcca": svcca,
+    "pwcca": pwcca,
     "cka": linear_cka,
     "linear_cka": linear_cka,
     "debiased_cka": debiased_cka,

@@ -1,4 +1,7 @@
-"""Representational similarity analysis (Kriegeskorte, Mur & Bandettini 2008)."""
+"""Representational similarity analysis (Kriegeskorte, Mur & Bandettini 2008).
+
+Imports: :mod:`repsim.measures.inputs` and :mod:`repsim.measures.result` only.
+"""
 
 from __future__ import annotations
 
@@ -102,6 +105,19 @@ def rsa(
 
     Returns:
         :class:`repsim.Similarity` named ``"rsa"`` with details ``metric``, ``compare``, ``n``.
+
+    Examples:
+        Three datapoints on a line: the Euclidean RDMs' upper triangles are ``(1, 3, 2)`` and
+        ``(2, 3, 1)``, whose ranks correlate at ``1/2`` by hand. Scaling and shifting every pattern
+        leaves the correlation RDM, and RSA, unchanged.
+
+        >>> import numpy as np
+        >>> from repsim.measures import rsa
+        >>> round(float(rsa([[0.0], [1.0], [3.0]], [[0.0], [2.0], [3.0]], metric="euclidean")), 6)
+        0.5
+        >>> X = np.random.default_rng(0).standard_normal((30, 5))
+        >>> round(float(rsa(X, 2.0 * X + 1.0)), 6)
+        1.0
     """
     if compare not in RDM_COMPARISONS:
         raise ValueError(f"compare must be one of {RDM_COMPARISONS}; got {compare!r}")

@@ -17,6 +17,10 @@ from its own mean to the new one (``x - m = u + delta`` with ``u = x - m_part``,
 large means (post-ReLU activations, offsets of ``1e4``) cause no cancellation.
 
 Memory: ``O(dx^2 + dy^2 + dx dy)`` for the statistics plus what one batch needs.
+
+Imports: :mod:`repsim.measures.canonical`, :mod:`repsim.measures.canonical_bases`,
+:mod:`repsim.measures.cka`, :mod:`repsim.measures.inputs` and :mod:`repsim.measures.result` only
+(nothing of ``repsim`` outside :mod:`repsim.measures`).
 """
 
 from __future__ import annotations
@@ -26,19 +30,8 @@ from typing import Any
 
 import torch
 
-from repsim.measures.canonical import (
-    CCA_MIN_N,
-    CCAResult,
-    SideBasis,
-    cca_of,
-    check_keep,
-    check_rtol,
-    default_rtol,
-    mean_cca_of,
-    pwcca_of,
-    side_from_spectrum,
-    svcca_of,
-)
+from repsim.measures.canonical import CCA_MIN_N, CCAResult, cca_of, mean_cca_of, pwcca_of, svcca_of
+from repsim.measures.canonical_bases import SideBasis, check_keep, check_rtol, default_rtol, side_from_spectrum
 from repsim.measures.cka import scaled_unbiased_hsic
 from repsim.measures.inputs import as_pair, max_abs
 from repsim.measures.result import Similarity
@@ -59,6 +52,17 @@ class MomentAccumulator:
     Args:
         conv: policy for 4-D batches ``(N, C, H, W)`` (see :data:`repsim.CONV_POLICIES`).
         dtype: dtype of the statistics (float64 by default; batches are cast before centring).
+
+    Examples:
+        Four datapoints one at a time: by hand the mean is ``2.5``, ``sum (x - 2.5)^2 = 5`` and
+        ``sum (x - 2.5)(y - 2.5) = 4``.
+
+        >>> from repsim.measures import MomentAccumulator
+        >>> acc = MomentAccumulator()
+        >>> for x, y in [(1.0, 1.0), (2.0, 3.0), (3.0, 2.0), (4.0, 4.0)]:
+        ...     _ = acc.update([[x]], [[y]])
+        >>> acc.n, round(float(acc.mean_x), 6), round(float(acc.sxx), 6), round(float(acc.sxy), 6)
+        (4, 2.5, 5.0, 4.0)
     """
 
     def __init__(self, *, conv: str | None = None, dtype: torch.dtype = torch.float64):
@@ -232,6 +236,23 @@ class StreamingCKA(MomentAccumulator):
         debiased: what :meth:`result` returns (both are always available from
             :meth:`linear_cka`).
         conv, dtype: as :class:`MomentAccumulator`.
+
+    Examples:
+        Batches of any size (one row included), merged in any order, give the in-memory values,
+        whatever the means.
+
+        >>> import numpy as np
+        >>> from repsim.measures import StreamingCKA, linear_cka
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((300, 8)) + 1e4
+        >>> Y = X[:, :4] @ rng.standard_normal((4, 5)) + rng.standard_normal((300, 5))
+        >>> left = StreamingCKA().update(X[:1], Y[:1]).update(X[1:100], Y[1:100])
+        >>> right = StreamingCKA().update(X[100:], Y[100:])
+        >>> acc = right.merge(left)
+        >>> bool(abs(acc.result() - linear_cka(X, Y)) < 1e-10)
+        True
+        >>> bool(abs(acc.linear_cka(debiased=True) - linear_cka(X, Y, debiased=True)) < 1e-10)
+        True
     """
 
     def __init__(self, *, debiased: bool = False, conv: str | None = None, dtype: torch.dtype = torch.float64):
@@ -387,6 +408,22 @@ class StreamingCCA(MomentAccumulator):
         keep: SVCCA's ``keep`` (see :func:`repsim.svcca`). symmetric: PWCCA's ``symmetric``.
         rtol: rank tolerance on ``s_i / s_0``; default ``sqrt(max(n, d) eps)``.
         conv, dtype: as :class:`MomentAccumulator`.
+
+    Examples:
+        Mean CCA and PWCCA of batches equal the in-memory values on all the data.
+
+        >>> import numpy as np
+        >>> from repsim.measures import StreamingCCA, mean_cca, pwcca
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((400, 5))
+        >>> Y = X[:, :3] @ rng.standard_normal((3, 4)) + 0.5 * rng.standard_normal((400, 4))
+        >>> acc = StreamingCCA()
+        >>> for start in range(0, 400, 64):
+        ...     _ = acc.update(X[start : start + 64], Y[start : start + 64])
+        >>> bool(abs(acc.result() - mean_cca(X, Y)) < 1e-10)
+        True
+        >>> bool(abs(acc.pwcca() - pwcca(X, Y)) < 1e-10)
+        True
     """
 
     def __init__(

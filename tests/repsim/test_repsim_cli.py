@@ -195,7 +195,11 @@ def test_unsafe_checkpoint_exits_3_and_runs_nothing(files):
 def test_report_end_to_end(tmp_path):
     toy_models.write_toy_snapshot(tmp_path / "snap", tasks=2, steps=2)
     out = tmp_path / "report"
-    done = repsim("report", tmp_path / "snap", "--out", out, "--measures", "cca,cka", "--no-progress")
+    untrusted = repsim("report", tmp_path / "snap", "--out", out, "--no-progress")
+    assert untrusted.returncode == 3 and "'toy_models:convnet', which is not on the allowlist" in untrusted.stderr
+    assert not out.exists()  # refused before anything was written
+    trust = ("--model", toy_models.SNAPSHOT_FACTORY)
+    done = repsim("report", tmp_path / "snap", *trust, "--out", out, "--measures", "cca,cka", "--no-progress")
     assert done.returncode == 0, done.stderr
     per_task = pd.read_csv(out / "per_task.csv", keep_default_na=False)
     columns = ["task", "inputs", "step", "layer", "measure", "value", "conv", "n", "d", "reason"]

@@ -43,7 +43,7 @@ def snapshot(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(snapshot):
-    return report_snapshot(snapshot, measures=("cca", "cka"), progress=False)
+    return report_snapshot(snapshot, measures=("cca", "cka"), trusted=[toy_models.SNAPSHOT_FACTORY], progress=False)
 
 
 def test_tables_have_the_documented_shape(report):
@@ -129,7 +129,9 @@ def test_summary_t_interval_on_a_constructed_case():
 
 def test_support_inputs_with_too_few_datapoints_give_nan_with_reason(snapshot):
     with pytest.warns(UndefinedSimilarityWarning):
-        per_task, summary = report_snapshot(snapshot, measures=("cca", "cka"), inputs="both", progress=False)
+        per_task, summary = report_snapshot(
+            snapshot, measures=("cca", "cka"), inputs="both", trusted=[toy_models.SNAPSHOT_FACTORY], progress=False
+        )
     assert set(per_task["inputs"]) == {"query", "support"}
 
     def support_head_cca(df):
@@ -178,7 +180,7 @@ def test_importing_repsim_and_reporting_never_imports_meta(snapshot):
         "import sys, importlib.util\n"
         "import repsim, repsim.cli, repsim.plots\n"
         "from repsim.snapshot_report import report_snapshot\n"
-        f"report_snapshot({str(snapshot)!r}, measures='cca,cka', progress=False)\n"
+        f"report_snapshot({str(snapshot)!r}, measures='cca,cka', trusted=['toy_models:convnet'], progress=False)\n"
         "assert importlib.util.find_spec('meta') is not None, 'meta should be importable here'\n"
         "leaked = sorted(m for m in sys.modules if m == 'meta' or m.startswith('meta.'))\n"
         "assert not leaked, leaked\n"

@@ -184,7 +184,8 @@ tasks = SimpleNamespace(support_x=torch.rand(2, 3, 1, 8, 8), support_y=torch.ara
 for path in PATHS:
     for inner in (InnerLoop(2, 0.1), InnerLoop(2, 0.1, adapt=frozenset({"head"}))):
         meta_gradient(model, tasks, inner, path=path, chunk=2, loop_from=4)
-print(sorted(m for m in sys.modules if m.split(".")[0] in ("sympy", "mpmath") or m.startswith(("torch._inductor", "torch._dynamo"))))  # noqa: E501
+compiler = ("torch._inductor", "torch._dynamo")
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("sympy", "mpmath") or m.startswith(compiler)))
 """
 
 

@@ -274,6 +274,13 @@ def test_bad_sampler_arguments(split: FewShotSplit, kwargs, message: str) -> Non
         EpisodeSampler(split, ways, shots, queries, **arguments)
 
 
+def test_numpy_integers_are_accepted(split: FewShotSplit) -> None:
+    sampler = EpisodeSampler(split, np.int64(5), np.int32(1), np.uint8(2), seed=np.uint64(3), start=np.int16(4))
+    assert (sampler.ways, sampler.shots, sampler.queries, sampler.seed, sampler.next_index) == (5, 1, 2, 3, 4)
+    assert all(type(value) is int for value in sampler.state_dict().values())
+    assert_same_batch(sampler.batch(np.int64(1), np.int64(2)), EpisodeSampler(split, 5, 1, 2, seed=3).batch(1, 2))
+
+
 def test_bad_call_arguments(split: FewShotSplit) -> None:
     sampler = EpisodeSampler(split, 5, 1, 1)
     with pytest.raises(ValueError, match="count must be an integer >= 1, got 0"):

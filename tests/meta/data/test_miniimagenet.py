@@ -281,9 +281,11 @@ def test_bad_arguments_raise_value_error(tmp_path: Path) -> None:
         load(tmp_path, protocol="vinyals")
     with pytest.raises(ValueError, match="unknown split"):
         load(tmp_path, "validation")
-    with pytest.raises(ValueError, match="image_size must be a positive int"):
+    with pytest.raises(ValueError, match="image_size must be an integer >= 1, got -84"):
         load(tmp_path, image_size=-84)
-    with pytest.raises(ValueError, match="unknown protocol 'lake' for miniimagenet"):
+    with pytest.raises(ValueError, match="image_size must be an integer >= 1, got True"):
+        load_split("miniimagenet", "train", root=tmp_path, image_size=True)
+    with pytest.raises(ValueError, match="unknown miniimagenet protocol 'lake'; choose from ravi"):
         load_split("miniimagenet", "train", root=tmp_path, protocol="lake")
     with pytest.raises(ValueError, match="unknown data set 'cifar'"):
         load_split("cifar", "train", root=tmp_path)
@@ -305,5 +307,15 @@ def test_registry_passes_glyph_arguments_and_checks_image_size(tmp_path: Path, m
     assert load_split("glyphs", "test", image_size=28).n_classes == 2
     with pytest.raises(ValueError, match="glyphs images are 28x28; image_size=84 is not available"):
         load_split("glyphs", "train", image_size=84)
-    with pytest.raises(ValueError, match="unknown protocol 'maml' for glyphs"):
+    with pytest.raises(ValueError, match="unknown glyphs protocol 'maml'; choose from default"):
         load_split("glyphs", "train", protocol="maml")
+
+
+def test_registry_checks_synthetic_arguments() -> None:
+    assert load_split("synthetic", "val", image_size=np.int64(7)).image_shape == (1, 7, 7)
+    with pytest.raises(ValueError, match="image_size must be an integer >= 7, got 6"):
+        load_split("synthetic", "train", image_size=6)
+    with pytest.raises(ValueError, match="image_size must be an integer >= 1, got 28.0"):
+        load_split("synthetic", "train", image_size=28.0)
+    with pytest.raises(ValueError, match="unknown split 'valid'; choose from train, val, test"):
+        load_split("synthetic", "valid")

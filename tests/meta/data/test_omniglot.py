@@ -236,8 +236,9 @@ def test_corrupt_member_data_raises(fake_table, tmp_path: Path, rng) -> None:
 
 def test_bad_arguments_raise_value_error(fake_evaluation, tmp_path: Path) -> None:
     root, _ = fake_evaluation
-    with pytest.raises(ValueError, match="image_size must be a positive int"):
-        load_part(root, "evaluation", image_size=0, cache_dir=tmp_path, progress=False)
+    for image_size in (0, 28.0, True):
+        with pytest.raises(ValueError, match=f"image_size must be an integer >= 1, got {image_size!r}"):
+            load_part(root, "evaluation", image_size=image_size, cache_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="unknown Omniglot part"):
         load_part(root, "training", cache_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="unknown Omniglot protocol"):

@@ -74,7 +74,7 @@ def test_snapshot_folder_matches_the_format(tmp_path, episodes, adapt):
     meta = weights(tmp_path / "meta.safetensors")
     assert_bitwise_equal(meta, net.state_dict())
     files = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
-    expected = {"manifest.json", "meta.safetensors"}
+    expected = {".lock", "manifest.json", "meta.safetensors"}  # .lock: the writer's lock (docs/formats.md)
     for number, (task, episode) in enumerate(zip(manifest["tasks"], episodes)):
         folder = f"task_{number:04d}"
         assert set(task) == TASK_KEYS and task["dir"] == folder and task["id"] == episode.index
@@ -123,7 +123,7 @@ def test_existing_snapshot_needs_overwrite(tmp_path, episodes):
     with pytest.raises(ValueError, match="not empty"):
         write_snapshot(model(), SPEC, list(episodes), InnerLoop(1, 0.4), tmp_path, progress=False)
     manifest = write_snapshot(model(), SPEC, [episodes[0]], InnerLoop(2, 0.4), tmp_path, overwrite=True, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "meta.safetensors", "task_0000"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "manifest.json", "meta.safetensors", "task_0000"]
     assert len(manifest["tasks"]) == 1 and len(manifest["tasks"][0]["steps"]) == 2
 
 

@@ -1,5 +1,6 @@
-"""The paper's numbers (meta.study.paper) and the report of a reproduction folder (meta.study.paper_report):
-Markdown tables, figures, a self-contained report.html, and the verdicts on the paper's findings."""
+"""The paper's numbers (meta.study.paper) and the report of a reproduction folder (meta.study.schema,
+comparison, findings, figures, report; ``python -m meta report``): Markdown tables, figures, a
+self-contained report.html, and the verdicts on the paper's findings."""
 
 from __future__ import annotations
 
@@ -14,8 +15,23 @@ import pandas as pd
 import pytest
 from fake_reproduction import FakeSpec, fake_tables, write_fake_reproduction
 
+from meta.cli import main as meta_main
+from meta.core.names import FROZEN_LABELS, LAYERS
 from meta.study import paper
-from meta.study import paper_report as report
+from meta.study.comparison import comparison_table
+from meta.study.figures import accuracy_figure, figure2_figure, figure3_figure
+from meta.study.findings import FAILS, FINDINGS, HOLDS, NOT_MEASURED, Rules, check_findings
+from meta.study.report import load_preset, write_paper_outputs
+from meta.study.schema import (
+    ACCURACY_KEYS,
+    BODY_REGIMES,
+    COLUMNS,
+    FIGURE_NAMES,
+    TABLE_NAMES,
+    MissingTableError,
+    load_tables,
+    read_table,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OMNIGLOT = FakeSpec(dataset="omniglot", ways=20, shots=1, accuracy=94.25, seed=1)
@@ -55,7 +71,7 @@ def _parse(html_text: str) -> _Tags:
 def written(tmp_path_factory) -> Path:
     """A fake reproduction (glyphs 5-way 1-shot and Omniglot 20-way 1-shot) with its outputs."""
     out = write_fake_reproduction(tmp_path_factory.mktemp("reproduction"), (FakeSpec(), OMNIGLOT))
-    report.write_paper_outputs(out)
+    write_paper_outputs(out)
     return out
 
 
@@ -69,10 +85,10 @@ def html_tags(written) -> _Tags:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", report.TABLE_NAMES)
+@pytest.mark.parametrize("name", TABLE_NAMES)
 def test_paper_tables_have_the_columns_of_our_csvs(name):
     frame = paper.paper_table(name)
-    assert set(report.COLUMNS[name]) <= set(frame.columns)
+    assert set(COLUMNS[name]) <= set(frame.columns)
     assert not frame.empty and name in paper.PROVENANCE
 
 
@@ -101,8 +117,8 @@ def test_paper_tables_are_fresh_copies_and_unknown_names_fail():
 
 
 def test_paper_labels_use_our_vocabulary():
-    assert list(paper.paper_table("table1_freezing")["frozen"].unique()) == list(paper.FROZEN_LABELS)
-    assert set(paper.paper_table("table5_body_regimes")["regime"]) == set(paper.REGIMES)
+    assert list(paper.paper_table("table1_freezing")["frozen"].unique()) == list(FROZEN_LABELS)
+    assert set(paper.paper_table("table5_body_regimes")["regime"]) == set(BODY_REGIMES)
     assert set(paper.paper_table("table3_cross_model_similarity")["comparison"]) == {
         "maml-maml",
         "anil-anil",
@@ -113,11 +129,11 @@ def test_paper_labels_use_our_vocabulary():
 
 def test_the_paper_satisfies_the_rules_of_its_own_findings():
     tables = {name: paper.paper_table(name) for name in ("table1_freezing", "table2_anil_vs_maml", "table4_nil")}
-    verdicts = {f.key: f.verdict for f in report.check_findings(tables)}
-    assert verdicts["freezing"] == verdicts["anil_vs_maml"] == verdicts["nil_vs_anil"] == report.HOLDS
+    verdicts = {f.key: f.verdict for f in check_findings(tables)}
+    assert verdicts["freezing"] == verdicts["anil_vs_maml"] == verdicts["nil_vs_anil"] == HOLDS
     # The paper states only bounds for Figure 2 (no ci95, no per-layer values) and nothing for Figure 3.
     with pytest.raises(ValueError, match="figure2_adaptation_similarity: missing column"):
-        report.check_findings({"figure2_adaptation_similarity": paper.paper_table("figure2_adaptation_similarity")})
+        check_findings({"figure2_adaptation_similarity": paper.paper_table("figure2_adaptation_similarity")})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,31 +144,31 @@ def test_the_paper_satisfies_the_rules_of_its_own_findings():
 @pytest.mark.parametrize(
     ("change", "key", "verdict"),
     [
-        ({}, "adaptation_similarity", report.HOLDS),
-        ({"body_similarity": 0.85}, "adaptation_similarity", report.FAILS),
-        ({"body_similarity": 0.97, "head_similarity": 0.92}, "adaptation_similarity", report.FAILS),
-        ({"freeze_drop": 2.9}, "freezing", report.HOLDS),
-        ({"freeze_drop": 3.1}, "freezing", report.FAILS),
-        ({"freeze_drop": -1.0}, "freezing", report.HOLDS),
-        ({"anil_gap": -2.5}, "anil_vs_maml", report.HOLDS),
-        ({"anil_gap": -3.5}, "anil_vs_maml", report.FAILS),
-        ({"anil_gap": 3.5}, "anil_vs_maml", report.FAILS),
-        ({"nil_gap": 2.0}, "nil_vs_anil", report.HOLDS),
-        ({"nil_gap": -4.0}, "nil_vs_anil", report.FAILS),
-        ({}, "early_training", report.HOLDS),
-        ({"early_body_similarity": 0.8}, "early_training", report.FAILS),
-        ({"early_freeze_drop": 5.0}, "early_training", report.FAILS),
+        ({}, "adaptation_similarity", HOLDS),
+        ({"body_similarity": 0.85}, "adaptation_similarity", FAILS),
+        ({"body_similarity": 0.97, "head_similarity": 0.92}, "adaptation_similarity", FAILS),
+        ({"freeze_drop": 2.9}, "freezing", HOLDS),
+        ({"freeze_drop": 3.1}, "freezing", FAILS),
+        ({"freeze_drop": -1.0}, "freezing", HOLDS),
+        ({"anil_gap": -2.5}, "anil_vs_maml", HOLDS),
+        ({"anil_gap": -3.5}, "anil_vs_maml", FAILS),
+        ({"anil_gap": 3.5}, "anil_vs_maml", FAILS),
+        ({"nil_gap": 2.0}, "nil_vs_anil", HOLDS),
+        ({"nil_gap": -4.0}, "nil_vs_anil", FAILS),
+        ({}, "early_training", HOLDS),
+        ({"early_body_similarity": 0.8}, "early_training", FAILS),
+        ({"early_freeze_drop": 5.0}, "early_training", FAILS),
     ],
 )
 def test_verdicts_follow_the_rules(change, key, verdict):
-    findings = {f.key: f for f in report.check_findings(fake_tables((dataclasses.replace(FakeSpec(), **change),)))}
+    findings = {f.key: f for f in check_findings(fake_tables((dataclasses.replace(FakeSpec(), **change),)))}
     assert findings[key].verdict == verdict, findings[key].evidence
 
 
 def test_a_finding_fails_when_it_fails_in_one_setting_and_evidence_names_each_setting():
     specs = (FakeSpec(), dataclasses.replace(OMNIGLOT, freeze_drop=6.0))
-    finding = {f.key: f for f in report.check_findings(fake_tables(specs))}["freezing"]
-    assert finding.verdict == report.FAILS
+    finding = {f.key: f for f in check_findings(fake_tables(specs))}["freezing"]
+    assert finding.verdict == FAILS
     assert [e.split(":")[0] for e in finding.evidence] == ["glyphs 5-way 1-shot", "omniglot 20-way 1-shot"]
     assert "drop 6.00 points (> 3.0)" in finding.evidence[1] and "(≤ 3.0)" in finding.evidence[0]
 
@@ -168,30 +184,30 @@ def test_a_finding_fails_when_it_fails_in_one_setting_and_evidence_names_each_se
 def test_freezing_evidence_names_the_deepest_frozen_prefix_within_the_limit(accuracies, deepest):
     tables = fake_tables()
     table = tables["table1_freezing"]
-    table["accuracy"] = table["frozen"].map(dict(zip(paper.FROZEN_LABELS, accuracies)))
-    finding = {f.key: f for f in report.check_findings(tables)}["freezing"]
-    assert finding.verdict == report.FAILS
+    table["accuracy"] = table["frozen"].map(dict(zip(FROZEN_LABELS, accuracies)))
+    finding = {f.key: f for f in check_findings(tables)}["freezing"]
+    assert finding.verdict == FAILS
     assert finding.evidence[0].endswith(f"deepest frozen prefix within 3.0 points: {deepest}")
 
 
 def test_rules_are_parameters_and_are_printed():
     tables = fake_tables((dataclasses.replace(FakeSpec(), freeze_drop=2.0),))
-    strict = report.Rules(freeze_drop_max=1.5)
-    finding = {f.key: f for f in report.check_findings(tables, rules=strict)}["freezing"]
-    assert finding.verdict == report.FAILS and "1.5 points" in finding.rule
+    strict = Rules(freeze_drop_max=1.5)
+    finding = {f.key: f for f in check_findings(tables, rules=strict)}["freezing"]
+    assert finding.verdict == FAILS and "1.5 points" in finding.rule
 
 
 def test_similarity_verdict_uses_maml_only():
     tables = fake_tables((dataclasses.replace(FakeSpec(), body_similarity=0.5),))
     tables["figure2_adaptation_similarity"] = tables["figure2_adaptation_similarity"].query("algorithm == 'anil'")
-    finding = report.check_findings(tables)[0]
-    assert finding.key == "adaptation_similarity" and finding.verdict == report.NOT_MEASURED
+    finding = check_findings(tables)[0]
+    assert finding.key == "adaptation_similarity" and finding.verdict == NOT_MEASURED
     assert "no MAML rows" in finding.evidence[0]
 
 
 def test_missing_tables_are_not_measured():
-    findings = report.check_findings({})
-    assert [f.verdict for f in findings] == [report.NOT_MEASURED] * len(report.FINDINGS)
+    findings = check_findings({})
+    assert [f.verdict for f in findings] == [NOT_MEASURED] * len(FINDINGS)
     assert all(f.evidence for f in findings)
 
 
@@ -207,7 +223,7 @@ def _markdown_rows(text: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split("|")] for line in first.splitlines()[2:]]
 
 
-@pytest.mark.parametrize("name", report.TABLE_NAMES)
+@pytest.mark.parametrize("name", TABLE_NAMES)
 def test_markdown_tables_hold_every_row(written, name):
     csv = pd.read_csv(written / "tables" / f"{name}.csv", keep_default_na=False)
     text = (written / "tables" / f"{name}.md").read_text(encoding="utf-8")
@@ -224,7 +240,7 @@ def test_markdown_tables_hold_every_row(written, name):
 
 
 def test_markdown_values_round_the_csv(written):
-    csv = report.read_table(written / "tables" / "table2_anil_vs_maml.csv", "table2_anil_vs_maml")
+    csv = read_table(written / "tables" / "table2_anil_vs_maml.csv", "table2_anil_vs_maml")
     rows = _markdown_rows((written / "tables" / "table2_anil_vs_maml.md").read_text(encoding="utf-8"))
     shown = sorted(float(row[4]) for row in rows)
     np.testing.assert_allclose(shown, sorted(csv["accuracy"]), atol=0.005)
@@ -280,7 +296,7 @@ def test_report_shows_the_preset_and_the_verdicts(html_tags):
 def test_report_says_plainly_when_a_finding_does_not_hold(tmp_path):
     spec = dataclasses.replace(FakeSpec(), freeze_drop=7.5)
     out = write_fake_reproduction(tmp_path, (spec,), omit=["figure2_adaptation_similarity", "figure3_early_training"])
-    tags = _parse(report.write_paper_outputs(out).read_text(encoding="utf-8"))
+    tags = _parse(write_paper_outputs(out).read_text(encoding="utf-8"))
     row = next(row for row in tags.rows if row.startswith("Table 1 |"))
     assert (
         " | does not hold | " in row
@@ -292,7 +308,7 @@ def test_report_says_plainly_when_a_finding_does_not_hold(tmp_path):
 def test_missing_csvs_and_preset_give_not_measured_sections(tmp_path):
     omitted = ["table1_freezing", "figure3_early_training"]
     out = write_fake_reproduction(tmp_path, omit=omitted, preset=False)
-    text = report.write_paper_outputs(out).read_text(encoding="utf-8")
+    text = write_paper_outputs(out).read_text(encoding="utf-8")
     assert "Not measured: no tables/table1_freezing.csv" in text
     assert "Not measured: no figures/figure3_early_training.csv" in text
     assert "preset.json not found" in text
@@ -301,42 +317,43 @@ def test_missing_csvs_and_preset_give_not_measured_sections(tmp_path):
     assert (out / "figures" / "figure2_adaptation_similarity.png").read_bytes().startswith(PNG_SIGNATURE)
     verdicts = {row.split(" | ")[0]: row for row in _parse(text).rows}
     assert " | not measured | " in verdicts["Table 1"] and " | not measured | " in verdicts["Figure 3"]
-    with pytest.raises(report.MissingTableError, match="table1_freezing was not measured"):
-        report.comparison_table("table1_freezing", report.load_tables(out))
+    with pytest.raises(MissingTableError, match="table1_freezing was not measured"):
+        comparison_table("table1_freezing", load_tables(out))
 
 
 def test_an_empty_folder_gives_a_report_of_nothing_measured(tmp_path):
-    text = report.write_paper_outputs(tmp_path).read_text(encoding="utf-8")
-    assert text.count("Not measured") == len(report.COLUMNS) and "CSVs found: none" in text
+    text = write_paper_outputs(tmp_path).read_text(encoding="utf-8")
+    assert text.count("Not measured") == len(COLUMNS) and "CSVs found: none" in text
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary files left
 
 
 def test_bad_input_names_the_problem(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        report.load_tables(tmp_path / "nowhere")
+        load_tables(tmp_path / "nowhere")
     out = write_fake_reproduction(tmp_path / "run")
     path = out / "tables" / "table2_anil_vs_maml.csv"
     pd.read_csv(path).drop(columns=["ci95"]).to_csv(path, index=False)
     with pytest.raises(ValueError, match=r"table2_anil_vs_maml.csv: missing column\(s\) ci95"):
-        report.write_paper_outputs(out)
+        write_paper_outputs(out)
     pd.read_csv(path).assign(ci95="wide").to_csv(path, index=False)
     with pytest.raises(ValueError, match="column 'ci95' must be numeric"):
-        report.load_tables(out)
+        load_tables(out)
     path.write_text("", encoding="utf-8")
     with pytest.raises(ValueError, match="empty file"):
-        report.load_tables(out)
+        load_tables(out)
     (out / "preset.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match="preset.json: not valid JSON"):
-        report.load_preset(out)
+        load_preset(out)
 
 
-def test_command_line_writes_and_prints_the_verdicts(written, capsys):
-    assert report.main([str(written)]) == 0
+def test_command_line_writes_and_prints_the_verdicts(tmp_path, capsys):
+    out = write_fake_reproduction(tmp_path / "reproduction")
+    assert meta_main(["report", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.count("[holds]") == 5 and "report.html" in printed
-    with pytest.raises(SystemExit) as exit_info:
-        report.main([str(written / "nowhere")])
-    assert exit_info.value.code == 2
+    assert (out / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert meta_main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "meta report: error: reproduction folder" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,9 +362,9 @@ def test_command_line_writes_and_prints_the_verdicts(written, capsys):
 
 
 def test_table3_comparison_averages_the_body_layers(written):
-    tables = report.load_tables(written)
+    tables = load_tables(written)
     ours = tables["table3_cross_model_similarity"]
-    shown = report.comparison_table("table3_cross_model_similarity", tables)
+    shown = comparison_table("table3_cross_model_similarity", tables)
     row = shown[
         (shown["comparison"] == "maml-anil") & (shown["measure"] == "cka") & (shown["setting"] == "glyphs 5-way 1-shot")
     ].iloc[0]
@@ -362,28 +379,28 @@ def test_table3_comparison_averages_the_body_layers(written):
 
 
 def test_figures_are_written_and_not_empty(written):
-    for name in report.FIGURE_NAMES:
+    for name in FIGURE_NAMES:
         data = (written / "figures" / f"{name}.png").read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
 
 
 def test_figure2_bars_are_the_csv_values():
     frame = fake_tables()["figure2_adaptation_similarity"]
-    fig = report.figure2_figure(frame)
+    fig = figure2_figure(frame)
     axes = fig.get_axes()
     assert len(axes) == 2 and [ax.get_title().split(",")[0] for ax in axes] == ["CCA", "CKA"]
     heights = [patch.get_height() for patch in axes[0].patches]
     expected = [
         frame.query("measure == 'cca' and algorithm == @alg and layer == @layer")["value"].item()
         for alg in ("maml", "anil")
-        for layer in paper.LAYERS
+        for layer in LAYERS
     ]
     np.testing.assert_allclose(heights, expected)
 
 
 def test_figure3_lines_are_the_csv_values():
     frame = fake_tables()["figure3_early_training"]
-    axes = report.figure3_figure(frame).get_axes()
+    axes = figure3_figure(frame).get_axes()
     assert len(axes) == 3  # CCA, CKA, freezing accuracy
     frozen = frame.query("kind == 'freezing' and layer == 'conv1-4'").sort_values("iteration")
     line = next(c.lines[0] for c in axes[2].containers if c.get_label() == "conv1-4")
@@ -391,10 +408,10 @@ def test_figure3_lines_are_the_csv_values():
     np.testing.assert_allclose(line.get_ydata(), frozen["value"])
 
 
-@pytest.mark.parametrize("name", list(report.ACCURACY_KEYS))
+@pytest.mark.parametrize("name", list(ACCURACY_KEYS))
 def test_accuracy_figures_show_one_panel_per_setting(written, name):
-    tables = report.load_tables(written)
-    axes = report.accuracy_figure(name, tables).get_axes()
+    tables = load_tables(written)
+    axes = accuracy_figure(name, tables).get_axes()
     assert len(axes) == 2
     ours = tables[name].query("dataset == 'glyphs'")
     np.testing.assert_allclose(sorted(p.get_height() for p in axes[0].patches), sorted(ours["accuracy"]))
@@ -402,4 +419,4 @@ def test_accuracy_figures_show_one_panel_per_setting(written, name):
 
 def test_figures_refuse_empty_frames():
     with pytest.raises(ValueError, match="no rows to draw"):
-        report.figure2_figure(fake_tables()["figure2_adaptation_similarity"].iloc[:0])
+        figure2_figure(fake_tables()["figure2_adaptation_similarity"].iloc[:0])

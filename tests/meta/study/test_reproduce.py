@@ -15,10 +15,18 @@ import pandas as pd
 import pytest
 
 import meta.run.train
-import meta.study.reproduce as rp
 from meta.cli import main as meta_main
+from meta.core.names import BODY_BASELINES
 from meta.run.paper_defaults import PAPER_DEFAULTS
-from meta.study.presets import BASELINE_REGIMES, TINY, get_preset
+from meta.study.aggregate import model_pairs
+from meta.study.executor import Job, JobRunner
+from meta.study.folder import check_folder, parse_data_roots, preset_record, stage_marker
+from meta.study.jobs import load_split_once
+from meta.study.pipeline import plan_summary, reproduce
+from meta.study.plan import ReproductionError, early_iterations, make_plan
+from meta.study.presets import TINY, get_study_preset
+from meta.study.schema import csv_path
+from meta.study.stages import STAGES
 from repsim.snapshot_report import report_snapshot
 
 REPO = Path(__file__).resolve().parents[3]
@@ -44,12 +52,12 @@ def documented_layout() -> dict[str, list[str]]:
 def tiny(tmp_path_factory) -> Path:
     """The tiny preset (synthetic data, two MAML/ANIL seeds), run once in this process."""
     out = tmp_path_factory.mktemp("tiny")
-    rp.reproduce(TINY, out, jobs=1, progress=False, echo=lambda _: None)
+    reproduce(TINY, out, jobs=1, progress=False, echo=lambda _: None)
     return out
 
 
 def read(out: Path, name: str) -> pd.DataFrame:
-    return pd.read_csv(rp.output_path(out, name))
+    return pd.read_csv(csv_path(out, name))
 
 
 def eval_json(out: Path, run: str, procedure: str, weights: str = "final", tasks: int = TINY.eval_tasks) -> dict:
@@ -68,7 +76,7 @@ def test_every_documented_file_is_written_with_its_columns(tiny):
         assert len(frame) > 0, path
         assert (tiny / path).with_suffix(".md" if path.startswith("tables") else ".png").is_file(), path
     assert (tiny / "report.html").read_text().startswith("<!DOCTYPE html>")
-    assert {p.name for p in (tiny / "stages").iterdir()} == {f"{s}.done" for s in rp.STAGES}
+    assert {p.name for p in (tiny / "stages").iterdir()} == {f"{s}.done" for s in STAGES}
     record = json.loads((tiny / "preset.json").read_text())
     assert record["preset"] == "tiny" and record["settings"]["eval_tasks"] == TINY.eval_tasks
     names = {r["name"] for r in record["runs"]}
@@ -91,7 +99,7 @@ def test_every_documented_file_is_written_with_its_columns(tiny):
 def test_rows_cover_every_setting_label(tiny):
     assert read(tiny, "table1_freezing")["frozen"].tolist() == list(FROZEN)
     assert read(tiny, "table4_nil")["method"].tolist() == ["maml", "anil", "nil"]
-    assert read(tiny, "table5_body_regimes")["regime"].tolist() == ["maml", "anil", *BASELINE_REGIMES]
+    assert read(tiny, "table5_body_regimes")["regime"].tolist() == ["maml", "anil", *BODY_BASELINES]
     fig2 = read(tiny, "figure2_adaptation_similarity")
     assert set(itertools.product(fig2["algorithm"], fig2["layer"], fig2["measure"])) == set(
         itertools.product(("maml", "anil"), LAYERS, ("cca", "cka"))
@@ -179,7 +187,7 @@ def test_table3_is_the_mean_over_tasks_of_compare_models(tiny):
 
     runs = [LoadedRun.open(tiny / "runs" / f"maml_synthetic_3w1s_seed{s}") for s in (0, 1)]
     models = [r.model("final") for r in runs]
-    tasks = evaluation_tasks(runs[0].config, rp.load_split_once(runs[0].config, "test"), TINY.similarity_tasks)
+    tasks = evaluation_tasks(runs[0].config, load_split_once(runs[0].config, "test"), TINY.similarity_tasks)
     values = [
         compare_models(*models, tasks[t].query_x, layers_a=list(LAYERS), measures=["cka"], progress=False).set_index(
             "layer_a"
@@ -205,10 +213,10 @@ def test_rerun_skips_every_stage(tiny, tmp_path, monkeypatch):
     shutil.copytree(tiny, out)
     before = {p: p.read_bytes() for p in (out / "tables").glob("*.csv")}
     monkeypatch.setattr(meta.run.train, "train", fail)
-    monkeypatch.setattr(rp.JobRunner, "run", fail)
+    monkeypatch.setattr(JobRunner, "run", fail)
     messages: list[str] = []
-    rp.reproduce(TINY, out, jobs=1, progress=False, echo=messages.append)
-    assert sum("done before, skipped" in m for m in messages) == len(rp.STAGES)
+    reproduce(TINY, out, jobs=1, progress=False, echo=messages.append)
+    assert sum("done before, skipped" in m for m in messages) == len(STAGES)
     assert {p: p.read_bytes() for p in (out / "tables").glob("*.csv")} == before
 
 
@@ -217,18 +225,18 @@ def test_unfinished_stage_reruns_only_missing_jobs(tiny, tmp_path, monkeypatch):
     shutil.copytree(tiny, out)
     before = read(out, "table1_freezing")
     for stage in ("evaluate", "snapshots", "adaptation_similarity", "cross_model_similarity", "report"):
-        rp.stage_marker(out, stage).unlink()
+        stage_marker(out, stage).unlink()
     evals = out / "runs" / "maml_synthetic_3w1s_seed1" / "eval"
     ablation = evals / f"test_final_{TINY.eval_tasks}tasks_ablation-freezing.json"
     ablation.unlink()
-    rp.output_path(out, "table1_freezing").unlink()
+    csv_path(out, "table1_freezing").unlink()
     kept = out / "runs" / "anil_synthetic_3w1s_seed0" / "eval" / f"test_final_{TINY.eval_tasks}tasks_nil.json"
     kept_mtime = kept.stat().st_mtime_ns
     monkeypatch.setattr(meta.run.train, "train", fail)
-    rp.reproduce(TINY, out, jobs=1, progress=False, echo=lambda _: None)
+    reproduce(TINY, out, jobs=1, progress=False, echo=lambda _: None)
     assert ablation.is_file() and kept.stat().st_mtime_ns == kept_mtime
     pd.testing.assert_frame_equal(read(out, "table1_freezing"), before)
-    assert all(rp.stage_marker(out, s).is_file() for s in rp.STAGES)
+    assert all(stage_marker(out, s).is_file() for s in STAGES)
 
 
 # --------------------------------------------------------------------------- plans
@@ -239,33 +247,33 @@ def expected_runs(preset) -> set[str]:
     for s in preset.settings:
         names |= {f"{a}_{s.label}_seed{seed}" for a in ("maml", "anil") for seed in preset.seeds}
         if s.baselines:
-            names |= {f"{a}_{s.label}_seed{seed}" for a in BASELINE_REGIMES for seed in preset.baseline_seeds}
+            names |= {f"{a}_{s.label}_seed{seed}" for a in BODY_BASELINES for seed in preset.baseline_seeds}
     return names
 
 
 @pytest.mark.parametrize("name", ["quick", "omniglot", "paper"])
 def test_plans_of_the_presets(name, tmp_path):
-    preset = get_preset(name)
-    plan = rp.make_plan(preset, tmp_path / name, data_roots={"omniglot": "/data/o", "miniimagenet": "/data/m"})
-    summary = rp.plan_summary(plan)
-    assert list(summary["stages"]) == list(rp.STAGES)
+    preset = get_study_preset(name)
+    plan = make_plan(preset, tmp_path / name, data_roots={"omniglot": "/data/o", "miniimagenet": "/data/m"})
+    summary = plan_summary(plan)
+    assert list(summary["stages"]) == list(STAGES)
     assert set(summary["runs"]) == expected_runs(preset)
     assert summary["stages"]["train"] == summary["runs"]
     maml = [r for r in plan.runs if r.algorithm == "maml"]
     meta_runs = [r for r in plan.runs if r.algorithm in ("maml", "anil")]
     assert len(summary["stages"]["snapshots"]) == len(meta_runs) + sum(len(r.config.save_at) for r in maml)
     for run in maml:
-        assert run.config.save_at == rp.early_iterations(run.config.iterations, preset.early_fractions)
+        assert run.config.save_at == early_iterations(run.config.iterations, preset.early_fractions)
         assert len(run.config.save_at) == len(preset.early_fractions)
     for run in plan.runs:
         assert run.config.data_root == {"omniglot": "/data/o", "miniimagenet": "/data/m"}.get(run.setting.dataset)
-    n_pairs = sum(len(rp.model_pairs(plan, s)) for s in preset.settings)
+    n_pairs = sum(len(model_pairs(plan, s)) for s in preset.settings)
     assert len(summary["stages"]["cross_model_similarity"]) == n_pairs
     assert not (tmp_path / name).exists()
 
 
 def test_paper_preset_has_the_papers_settings(tmp_path):
-    plan = rp.make_plan(get_preset("paper"), tmp_path)
+    plan = make_plan(get_study_preset("paper"), tmp_path)
     preset = plan.preset
     assert preset.eval_tasks == 600 and len(preset.seeds) == 3
     assert {(s.dataset, s.ways, s.shots) for s in preset.settings} == set(PAPER_DEFAULTS)
@@ -275,19 +283,19 @@ def test_paper_preset_has_the_papers_settings(tmp_path):
             assert run.config.iterations == paper.iterations
             assert run.config.meta_batch_size == paper.meta_batch_size
             assert (run.config.inner_steps, run.config.inner_lr) == (paper.train_inner.steps, paper.train_inner.lr)
-    assert {r.setting.dataset for r in plan.runs if r.algorithm in BASELINE_REGIMES} == {"miniimagenet"}
+    assert {r.setting.dataset for r in plan.runs if r.algorithm in BODY_BASELINES} == {"miniimagenet"}
 
 
 def test_quick_preset_is_glyphs_and_states_its_shortcuts():
-    quick = get_preset("quick")
+    quick = get_study_preset("quick")
     assert {s.dataset for s in quick.settings} == {"glyphs"}
     if quick.eval_tasks < 600 or quick.early_eval_tasks < 600:
         assert any("test tasks" in note for note in quick.notes)
 
 
 def test_early_iterations():
-    assert rp.early_iterations(1000, (0.05, 0.1, 0.25, 0.5)) == (50, 100, 250, 500)
-    assert rp.early_iterations(10, (0.01, 0.04, 0.5, 1.0)) == (1, 5)
+    assert early_iterations(1000, (0.05, 0.1, 0.25, 0.5)) == (50, 100, 250, 500)
+    assert early_iterations(10, (0.01, 0.04, 0.5, 1.0)) == (1, 5)
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
@@ -310,7 +318,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
         == 0
     )
     text = capsys.readouterr().out
-    for number, stage in enumerate(rp.STAGES, start=1):
+    for number, stage in enumerate(STAGES, start=1):
         assert f"{number}. {stage}" in text
     assert "maml_miniimagenet_5w5s_seed2" in text and "NOT FOUND" in text and "3 parallel jobs" in text
     assert not out.exists()
@@ -321,7 +329,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
 
 def test_unknown_preset(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown preset 'huge'.*quick"):
-        get_preset("huge")
+        get_study_preset("huge")
     assert meta_main(["reproduce", "--preset", "huge", "--out", str(tmp_path)]) == 2
     assert "unknown preset 'huge'" in capsys.readouterr().err
 
@@ -329,57 +337,55 @@ def test_unknown_preset(tmp_path, capsys):
 def test_folder_of_another_preset_is_refused_unless_forced(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    quick = rp.preset_record(rp.make_plan(get_preset("quick"), out))
+    quick = preset_record(make_plan(get_study_preset("quick"), out))
     (out / "preset.json").write_text(json.dumps(quick))
     (out / "runs" / "old").mkdir(parents=True)
     (out / "mine.txt").write_text("not the pipeline's")
-    with pytest.raises(rp.ReproductionError, match="preset 'quick', not 'tiny'.*--force"):
-        rp.check_folder(out, rp.preset_record(rp.make_plan(TINY, out)), force=False)
-    changed = rp.preset_record(rp.make_plan(get_preset("quick").replace(eval_tasks=50), out))
-    with pytest.raises(rp.ReproductionError, match="other settings.*eval_tasks"):
-        rp.check_folder(out, changed, force=False)
-    rp.check_folder(out, quick, force=False)  # the same preset: accepted as it is
+    with pytest.raises(ReproductionError, match="preset 'quick', not 'tiny'.*--force"):
+        check_folder(out, preset_record(make_plan(TINY, out)), force=False)
+    changed = preset_record(make_plan(get_study_preset("quick").replace(eval_tasks=50), out))
+    with pytest.raises(ReproductionError, match="other settings.*eval_tasks"):
+        check_folder(out, changed, force=False)
+    check_folder(out, quick, force=False)  # the same preset: accepted as it is
     assert (out / "runs" / "old").is_dir()
-    rp.check_folder(out, rp.preset_record(rp.make_plan(TINY, out)), force=True)
+    check_folder(out, preset_record(make_plan(TINY, out)), force=True)
     assert not (out / "runs").exists() and not (out / "preset.json").exists()
     assert (out / "mine.txt").read_text() == "not the pipeline's"
 
 
 def test_missing_omniglot_names_data_root(tmp_path, monkeypatch):
     monkeypatch.delenv("OMNIGLOT_DIR", raising=False)
-    with pytest.raises(rp.ReproductionError, match="--data-root"):
-        rp.reproduce("omniglot", tmp_path / "o", jobs=1, progress=False)
-    with pytest.raises(rp.ReproductionError, match="does not exist.*--data-root"):
-        rp.reproduce(
-            "omniglot", tmp_path / "o", jobs=1, data_roots={"omniglot": str(tmp_path / "none")}, progress=False
-        )
+    with pytest.raises(ReproductionError, match="--data-root"):
+        reproduce("omniglot", tmp_path / "o", jobs=1, progress=False)
+    with pytest.raises(ReproductionError, match="does not exist.*--data-root"):
+        reproduce("omniglot", tmp_path / "o", jobs=1, data_roots={"omniglot": str(tmp_path / "none")}, progress=False)
     assert not (tmp_path / "o").exists()
 
 
 def test_data_root_arguments():
-    assert rp.parse_data_roots(["/d"], get_preset("omniglot")) == {"omniglot": "/d"}
-    assert rp.parse_data_roots(["omniglot=/o", "miniimagenet=/m"], get_preset("paper")) == {
+    assert parse_data_roots(["/d"], get_study_preset("omniglot")) == {"omniglot": "/d"}
+    assert parse_data_roots(["omniglot=/o", "miniimagenet=/m"], get_study_preset("paper")) == {
         "omniglot": "/o",
         "miniimagenet": "/m",
     }
     with pytest.raises(ValueError, match="DATASET=DIR"):
-        rp.parse_data_roots(["/d"], get_preset("paper"))
+        parse_data_roots(["/d"], get_study_preset("paper"))
 
 
 def test_bad_jobs():
     with pytest.raises(ValueError, match="jobs must be a positive integer"):
-        rp.JobRunner(0)
+        JobRunner(0)
 
 
 def test_failing_job_is_named():
-    with pytest.raises(rp.ReproductionError, match="stage test, job bad: unknown preset"):
-        rp.JobRunner(1, progress=False).run("test", [rp.Job("bad", get_preset, {"name": "huge"})])
+    with pytest.raises(ReproductionError, match="stage test, job bad: unknown preset"):
+        JobRunner(1, progress=False).run("test", [Job("bad", get_study_preset, {"name": "huge"})])
 
 
 @pytest.mark.slow
 def test_worker_processes_give_the_same_results(tiny, tmp_path):
     """Two worker processes (one torch thread each) write the same tables as one process."""
     out = tmp_path / "parallel"
-    rp.reproduce(TINY, out, jobs=2, progress=False, echo=lambda _: None)
+    reproduce(TINY, out, jobs=2, progress=False, echo=lambda _: None)
     for path in documented_layout():
         assert (out / path).read_bytes() == (tiny / path).read_bytes(), path

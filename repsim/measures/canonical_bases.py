@@ -1,0 +1,122 @@
+"""One side of a CCA problem: its numerical rank, the directions kept, and an orthonormal basis.
+
+A centred side ``C`` ``(n, d)`` enters canonical correlation analysis only through an orthonormal
+basis ``Q`` ``(n, k)`` of the directions kept: every direction above the rank tolerance
+(:func:`default_rtol`, :func:`check_rtol`) for CCA, mean CCA and PWCCA, or SVCCA's leading
+directions (:func:`svcca_dims`, :func:`check_keep`). :class:`SideBasis` holds ``Q`` in factored
+form, built from a certified well-conditioned triangular factor (:func:`certified_full_rank`) or
+from a singular value decomposition (:func:`side_from_spectrum`). The in-memory path
+(:mod:`repsim.measures.canonical`, from a QR factor of the data) and the streaming path
+(:mod:`repsim.measures.streaming`, from co-moments) share these; the algorithm and its accuracy
+are described in :mod:`repsim.measures.canonical`.
+
+Imports: nothing of ``repsim`` (numpy and torch only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class SideBasis:
+    """The kept directions of one centred side ``C`` ``(n, d)``, in factored form.
+
+    ``Q = C @ w`` ``(n, k)`` is an orthonormal basis of the kept directions and ``f = Q' C``
+    ``(k, d)``. ``rank`` is the numerical rank of ``C`` (``k <= rank``); ``rounding`` bounds the
+    loss of orthonormality of the computed ``Q``. ``triangular``: ``f`` is the upper triangular
+    ``R`` of ``C = QR`` and ``w = R^-1``.
+    """
+
+    w: torch.Tensor
+    f: torch.Tensor
+    rank: int
+    rounding: float
+    triangular: bool = False
+
+    @property
+    def dims(self) -> int:
+        return self.w.shape[1]
+
+    def basis_t(self, c: torch.Tensor) -> torch.Tensor:
+        """``Q'`` ``(k, n)`` for the side's centred data ``c`` ``(n, d)``: ``R^-T C'`` by a
+        triangular solve (cheaper than the product with ``w``), else ``(C w)'``."""
+        if self.triangular:
+            return torch.linalg.solve_triangular(self.f.T, c.T, upper=False)
+        return (c @ self.w).T
+
+
+def default_rtol(n: int, d: int, dtype: torch.dtype, source_eps: float = 0.0) -> float:
+    """Rank tolerance relative to the largest singular value: ``max(n, d) * eps`` (numpy's),
+    with ``eps`` the larger of the computing dtype's and ``source_eps``, the rounding unit of the
+    data as given (float32 activations are only linear-dependent to ~1e-7, and that noise must
+    not count as signal when they are upcast to float64)."""
+    return max(n, d) * max(torch.finfo(dtype).eps, source_eps)
+
+
+def check_rtol(rtol: float | None) -> None:
+    """``rtol`` must be ``None`` (the default tolerance) or a number in ``[0, 1)``."""
+    if rtol is None:
+        return
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 <= rtol < 1:
+        raise ValueError(f"rtol must be None or a number in [0, 1); got {rtol!r}")
+
+
+def certified_full_rank(r: torch.Tensor, rtol: float, rounding_unit: float) -> SideBasis | None:
+    """The side ``w = R^-1``, ``f = R`` if every singular value of square ``R`` is certainly above
+    ``rtol * s_max`` (``||R||_F ||R^-1||_F < 1/(2 rtol)``), else ``None``."""
+    eye = torch.eye(r.shape[0], dtype=r.dtype, device=r.device)
+    w = torch.linalg.solve_triangular(r, eye, upper=True)
+    cond = float(torch.linalg.matrix_norm(w) * torch.linalg.matrix_norm(r))
+    if not 2 * rtol * cond < 1:  # also catches inf / nan from an exactly singular R
+        return None
+    return SideBasis(w=w, f=r, rank=r.shape[0], rounding=rounding_unit * cond, triangular=True)
+
+
+def side_from_spectrum(
+    s: torch.Tensor, vh: torch.Tensor, rtol: float, keep: float | int | None, rounding_unit: float, power: int
+) -> SideBasis:
+    """A side from the singular values ``s`` (descending) and right vectors ``vh`` of its data.
+
+    Rank = number of ``s_i > rtol * s_0``; kept ``k`` = rank (``keep=None``) or
+    :func:`svcca_dims`; ``w = V_k / s_k``, ``f = s_k V_k'``; ``rounding = rounding_unit *
+    cond^power`` with ``cond = s_0 / s_{k-1}``.
+    """
+    rank = int((s > rtol * s[0]).sum())
+    k = rank if keep is None else svcca_dims(s[:rank], keep)
+    s_k, v_k = s[:k], vh[:k]
+    cond = float(s[0] / s_k[-1])
+    rounding = rounding_unit * cond**power
+    return SideBasis(w=v_k.T / s_k, f=s_k[:, None] * v_k, rank=rank, rounding=rounding)
+
+
+def svcca_dims(singular_values: torch.Tensor, keep: float | int) -> int:
+    """How many leading directions SVCCA keeps, given the kept-rank singular values (descending).
+
+    ``keep`` a float in ``(0, 1]``: the fewest leading directions whose explained variance
+    ``sum_{i<k} s_i^2`` is ``>= keep * sum_i s_i^2`` (Raghu et al. 2017: "99% of the variance").
+    ``keep`` an int ``>= 1``: that many directions, at most the rank.
+    """
+    rank = singular_values.shape[0]
+    if isinstance(keep, (int, np.integer)):
+        return min(int(keep), rank)
+    energy = torch.cumsum(singular_values.square(), 0)
+    short = int((energy < keep * energy[-1]).sum())  # leading prefixes below the target
+    return min(short + 1, rank)
+
+
+def check_keep(keep: Any) -> float | int:
+    """Validate SVCCA's ``keep``: an int ``>= 1`` (dimensions) or a float in ``(0, 1]`` (variance)."""
+    if isinstance(keep, bool) or not isinstance(keep, (int, float, np.integer, np.floating)):
+        raise ValueError(f"keep must be an int (dimensions) or a float in (0, 1] (variance); got {keep!r}")
+    if isinstance(keep, (int, np.integer)):
+        if keep < 1:
+            raise ValueError(f"keep as a number of dimensions must be >= 1; got {keep}")
+        return int(keep)
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep as a fraction of variance must be in (0, 1]; got {keep}")
+    return float(keep)
