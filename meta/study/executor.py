@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from meta.study import jobs as job_functions
 from meta.study.plan import ReproductionError
+from meta.validation import check_int
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,7 @@ class JobRunner:
     processes (created on first use, reused by later stages), longest first, with a progress bar."""
 
     def __init__(self, workers: int, *, progress: bool = True) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"jobs must be a positive integer, got {workers!r}")
-        self.workers, self.progress = workers, progress
+        self.workers, self.progress = check_int("jobs", workers, minimum=1), progress
         self._pool: futures.ProcessPoolExecutor | None = None
 
     def __enter__(self) -> JobRunner:

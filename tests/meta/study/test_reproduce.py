@@ -373,7 +373,7 @@ def test_data_root_arguments():
 
 
 def test_bad_jobs():
-    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+    with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
         JobRunner(0)
 
 
