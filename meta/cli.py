@@ -14,7 +14,9 @@ and report on a reproduction.
 
 ``train`` on a folder that already holds a run resumes it (the stored ``config.json`` is the
 base, so ``python -m meta train --out RUN_DIR`` alone continues it). Errors in the input are
-reported as ``meta <command>: error: ...`` with exit status 2.
+reported as ``meta <command>: error: ...`` with exit status 2 (3 when loading would run code: a
+checkpoint that carries code, or a folder naming a model factory nobody trusted; ``--model``
+trusts one).
 
 The only command line of :mod:`meta`. Imports: every room of :mod:`meta` and :mod:`repsim.io`;
 the reproduction and the report (:mod:`meta.study`) inside their commands, so that the other
@@ -30,12 +32,17 @@ from pathlib import Path
 
 from meta.run.config import RunConfig, add_config_arguments, config_from_args, from_mapping
 from meta.run.cpu import configure_cpu
-from meta.run.evaluate import ABLATIONS, DEFAULT_TASKS, evaluate_runs, format_result
+from meta.run.evaluate import ABLATIONS, DEFAULT_TASKS, evaluate_runs
 from meta.run.folder import RunFolder
+from meta.run.results import format_result
 from meta.run.snapshot_writer import snapshot_run
 from meta.run.train import train
 from meta.study.presets import STUDY_PRESETS, get_study_preset
+from meta.validation import check_int
+from repsim.devices import check_device
 from repsim.io import write_json
+from repsim.tensor_files import UnsafeCheckpointError
+from repsim.weights import UntrustedFactoryError
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +67,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, 0: torch's choice (default: 1)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="PACKAGE.MODULE:CALLABLE",
+        help="trust this model factory if the run's config.json names it (the toolkit's own are trusted;"
+        " a folder from elsewhere that names another is refused unless you name it here; repeatable)",
+    )
     parser.add_argument("--data-root", default=None, help="where the data set's files are now (default: the run's)")
     parser.add_argument("--cache-dir", default=None, help="decoded-image cache folder")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -183,7 +198,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _common_kwargs(args: argparse.Namespace) -> dict:
-    configure_cpu(threads=args.threads or None)
+    """The keyword arguments ``evaluate`` and ``snapshot`` share, checked (the device, the thread
+    count) before any work."""
+    check_device(args.device)
+    configure_cpu(threads=check_int("--threads", args.threads, minimum=0) or None)
     return {
         "split": args.split,
         "weights": args.weights,
@@ -193,6 +211,7 @@ def _common_kwargs(args: argparse.Namespace) -> dict:
         "device": args.device,
         "data_root": args.data_root,
         "cache_dir": args.cache_dir,
+        "trusted": args.model,
         "progress": args.progress,
     }
 
@@ -213,7 +232,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    ids = None if args.task_ids is None else [int(i) for i in args.task_ids.split(",") if i.strip()]
+    ids = None if args.task_ids is None else _task_ids(args.task_ids)
     manifest = snapshot_run(
         args.run_dir, args.out, tasks=args.tasks, task_ids=ids, overwrite=args.overwrite, **_common_kwargs(args)
     )
@@ -228,6 +247,14 @@ def _snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_ids(text: str) -> list[int]:
+    """``--task-ids 0,5,9`` as integers (``ValueError`` naming the option otherwise)."""
+    items = [i.strip() for i in text.split(",") if i.strip()]
+    if not items or not all(i.isdigit() for i in items):
+        raise ValueError(f"--task-ids expects task numbers separated by commas, e.g. 0,5,9; got {text!r}")
+    return [int(i) for i in items]
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     from meta.study.folder import parse_data_roots
     from meta.study.pipeline import reproduce
@@ -239,7 +266,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         data_roots=parse_data_roots(args.data_root, preset),
         cache_dir=args.cache_dir,
-        device=args.device,
+        device=None if args.device is None else str(check_device(args.device, here=False)),
         force=args.force,
         dry_run=args.dry_run,
         progress=args.progress,
@@ -268,17 +295,24 @@ COMMANDS = {
 }
 
 
-def train_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of a ``meta-train`` console script: ``python -m meta train`` with ``argv``."""
-    return main(["train", *(sys.argv[1:] if argv is None else argv)])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m meta``; returns the exit status."""
+    """Entry point of ``python -m meta``; returns the exit status: 0, 2 for bad input (``meta
+    <command>: error: ...``), 3 when loading would run code from a file or from a factory that a
+    folder names and nobody trusted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as err:
+    except (UnsafeCheckpointError, UntrustedFactoryError) as err:
         print(f"meta {args.command}: error: {err}", file=sys.stderr)
+        return 3
+    except (ValueError, OSError) as err:
+        print(f"meta {args.command}: error: {_error_text(err)}", file=sys.stderr)
         return 2
+
+
+def _error_text(err: Exception) -> str:
+    """The message of an error; an OS error without a file name says it is one."""
+    if isinstance(err, OSError) and not err.filename:
+        return f"input/output error: {err.strerror or err}"
+    return str(err)

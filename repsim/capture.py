@@ -272,7 +272,7 @@ def iter_activations(
     ):
         for start in tqdm(range(0, n, size), desc=desc, unit="batch", disable=not progress, leave=False):
             with torch.no_grad():  # only around the forward: never across a yield
-                model(x[start : start + size].to(device))
+                _forward(model, x[start : start + size].to(device))
             acts = recorder.take()
             if keys is None:
                 keys = list(acts)
@@ -283,6 +283,24 @@ def iter_activations(
                     f" {start}: {list(acts)} instead of {keys}"
                 )
             yield acts
+
+
+def _forward(model: nn.Module, batch: torch.Tensor) -> None:
+    """``model(batch)``; a model that cannot take the inputs is a ValueError saying what they are
+    (not the traceback from deep inside the model)."""
+    try:
+        model(batch)
+    except (RuntimeError, TypeError, ValueError, IndexError) as err:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        hint = (
+            " Integer and bool inputs are passed as they are (token ids); images must be floating point, e.g. x / 255."
+            if not batch.is_floating_point()
+            else ""
+        )
+        raise ValueError(
+            f"the model cannot take inputs of shape {tuple(batch.shape)} and dtype"
+            f" {str(batch.dtype).removeprefix('torch.')}: {type(err).__name__}: {first}.{hint}"
+        ) from None
 
 
 def _warn_repeated(names: Sequence[str], keys: Sequence[str]) -> None:

@@ -17,14 +17,15 @@ import argparse
 import platform
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from repsim.compare import DEFAULT_MEMORY_LIMIT, PAIRS, compare_models
-from repsim.io import atomic_write_text, write_csv, write_json
+from repsim.devices import check_device
+from repsim.io import atomic_write_text, staged_folder, write_csv, write_json
 from repsim.measures.inputs import CONV_POLICIES
 from repsim.snapshot_report import INPUT_CHOICES, report_snapshot
 from repsim.tables import summary_markdown
@@ -195,8 +196,8 @@ def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__}
 
 
-def run_compare(args: argparse.Namespace) -> list[Path]:
-    """The ``compare`` command; returns the written files."""
+def run_compare(args: argparse.Namespace, out: Path) -> list[Path]:
+    """The ``compare`` command, writing into ``out``; returns the written files."""
     from repsim.plots import compare_figures
 
     kwargs_a = parse_json_object(args.model_kwargs, "--model-kwargs")
@@ -220,7 +221,7 @@ def run_compare(args: argparse.Namespace) -> list[Path]:
         pairs=args.pairs,
         conv=args.conv,
         batch_size=args.batch_size,
-        device=args.device,
+        device=check_device(args.device),
         train_mode=args.train_mode,
         memory_limit=args.memory_limit * 2**30,
         measure_kwargs=_measure_kwargs(args.measure_kwargs),
@@ -249,14 +250,14 @@ def run_compare(args: argparse.Namespace) -> list[Path]:
         "versions": _versions(),
     }
     return [
-        write_csv(args.out / "similarity.csv", df),
-        write_json(args.out / "settings.json", settings),
-        *compare_figures(df, args.out),
+        write_csv(out / "similarity.csv", df),
+        write_json(out / "settings.json", settings),
+        *compare_figures(df, out),
     ]
 
 
-def run_report(args: argparse.Namespace) -> list[Path]:
-    """The ``report`` command; returns the written files."""
+def run_report(args: argparse.Namespace, out: Path) -> list[Path]:
+    """The ``report`` command, writing into ``out``; returns the written files."""
     from repsim.plots import snapshot_figures
 
     per_task, summary = report_snapshot(
@@ -282,13 +283,20 @@ def run_report(args: argparse.Namespace) -> list[Path]:
     title = f"Adaptation snapshot {args.snapshot.name}"
     markdown = summary_markdown(summary, confidence=args.confidence, title=title)
     return [
-        write_csv(args.out / "per_task.csv", per_task),
-        write_csv(args.out / "summary.csv", summary),
-        write_json(args.out / "summary.json", summary),
-        atomic_write_text(args.out / "summary.md", markdown),
-        write_json(args.out / "settings.json", settings),
-        *snapshot_figures(summary, args.out),
+        write_csv(out / "per_task.csv", per_task),
+        write_csv(out / "summary.csv", summary),
+        write_json(out / "summary.json", summary),
+        atomic_write_text(out / "summary.md", markdown),
+        write_json(out / "settings.json", settings),
+        *snapshot_figures(summary, out),
     ]
+
+
+def _error_text(err: Exception) -> str:
+    """The message of an error; an OS error without a file name says it is one."""
+    if isinstance(err, OSError) and not err.filename:
+        return f"input/output error: {err.strerror or err}"
+    return str(err)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
@@ -296,18 +304,23 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: Any, *
     print(f"repsim: warning: {message}", file=sys.stderr)
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace, Path], list[Path]]] = {"compare": run_compare, "report": run_report}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (see the module docstring)."""
+    """Run the command line; returns the exit status (see the module docstring). The outputs
+    appear in ``--out`` together, when the command succeeds (:func:`repsim.io.staged_folder`)."""
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            written = run_compare(args) if args.command == "compare" else run_report(args)
+            with staged_folder(args.out) as stage:
+                written = [args.out / p.relative_to(stage) for p in COMMANDS[args.command](args, stage)]
     except (UnsafeCheckpointError, UntrustedFactoryError) as err:
         print(f"repsim: error: {err}", file=sys.stderr)
         return EXIT_UNSAFE
-    except ValueError as err:
-        print(f"repsim: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:
+        print(f"repsim: error: {_error_text(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     for path in written:
         print(f"wrote {path}")

@@ -74,10 +74,15 @@ class UndefinedSimilarityWarning(UserWarning):
     """Some similarities could not be computed and are NaN (their ``reason`` says why)."""
 
 
-def resolve_measures(measures: str | Sequence[str]) -> dict[str, MeasureFn]:
+def resolve_measures(
+    measures: str | Sequence[str], measure_kwargs: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, MeasureFn]:
     """Measure functions by name from :data:`repsim.measures.MEASURES` (a comma-separated string
-    or a sequence of names). Raises ValueError naming unknown measures and the known ones."""
+    or a sequence of names). Raises ValueError naming unknown measures and the known ones, and
+    options in ``measure_kwargs`` for a measure not asked for, or not valid for it
+    (:func:`repsim.measures.registry.check_options`), before anything is computed."""
     from repsim.measures import MEASURES
+    from repsim.measures.registry import check_options
 
     names = [m.strip() for m in measures.split(",")] if isinstance(measures, str) else list(measures)
     names = [m for m in names if m]
@@ -86,6 +91,10 @@ def resolve_measures(measures: str | Sequence[str]) -> dict[str, MeasureFn]:
     unknown = [m for m in names if m not in MEASURES]
     if unknown:
         raise ValueError(f"unknown measure(s) {unknown}; choose from {sorted(MEASURES)}")
+    for name, options in (measure_kwargs or {}).items():
+        if name not in names:
+            raise ValueError(f"options are given for {name!r}, which is not among the measures {names}")
+        check_options(name, options)
     return {m: MEASURES[m] for m in dict.fromkeys(names)}
 
 
@@ -424,7 +433,7 @@ def compare_models(
     Returns:
         DataFrame with :data:`COLUMNS` (module docstring), rows in pair order then measure order.
     """
-    fns = resolve_measures(measures)
+    fns = resolve_measures(measures, measure_kwargs)
     check_choice(conv, CONV_POLICIES, "conv")
     check_choice(pairs, PAIRS, "pairs")
     names_a = resolve_layers(model_a, layers_a)

@@ -1,18 +1,24 @@
 """Files, written atomically: bytes, text, CSV, JSON and Markdown tables; and JSON reading.
 
-Atomic means: the bytes go to a temporary file in the destination folder (``.NAME.*.tmp``),
-which is then renamed over the destination with :func:`os.replace`, so a reader sees the old
-file or the new one, never half a file. Every writer takes ``(path, content)`` (the destination
-first) and returns the path. Nothing here computes anything.
+Atomic means: the bytes go to a temporary file in the destination folder
+(``.NAME.<pid>.<random>.tmp``, the writer's process ID in its name), which is then renamed over
+the destination with :func:`os.replace`, so a reader sees the old file or the new one, never
+half a file. Every writer takes ``(path, content)`` (the destination first) and returns the path.
+:func:`staged_folder` does the same for all the outputs of a command: they appear in the output
+folder together when the command succeeds, and not at all when it fails.
+:func:`stale_temporaries` finds the temporaries whose writer is gone. Nothing here computes
+anything.
 
 Imports: nothing of ``repsim`` (a leaf; :mod:`meta` uses it too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +35,72 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def writer_pid(temporary: Path) -> int | None:
+    """The process ID in a temporary's name ``.NAME.<pid>.<random>.tmp`` (``None`` if absent)."""
+    parts = temporary.name.removesuffix(TEMPORARY_SUFFIX).rsplit(".", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and belongs to someone else
+        return True
+    return True
+
+
+def stale_temporaries(folder: str | Path) -> list[Path]:
+    """The temporaries in ``folder`` (``.*.tmp``) whose writer is gone: no process ID in the
+    name (an older writer), or a process that no longer exists. A living writer's are kept."""
+    folder = Path(folder)
+    found = sorted(folder.glob(f".*{TEMPORARY_SUFFIX}")) if folder.is_dir() else []
+    return [p for p in found if (pid := writer_pid(p)) is None or not process_alive(pid)]
+
+
+@contextmanager
+def staged_folder(out: str | Path) -> Iterator[Path]:
+    """A folder for a command's outputs that become ``out``'s only when the block succeeds.
+
+    The outputs are written into a staging folder ``out/.staging.<pid>.<random>``; when the
+    block ends without an exception each file is moved into ``out`` (same relative path,
+    replacing a file of that name); on an exception (a bad input found late, a full disk) the
+    staging folder is removed, and ``out`` too if this call created it, so nothing is left
+    behind. ``ValueError`` if ``out`` exists and is not a folder.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {str(out)!r} exists and is not a folder")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".staging.{os.getpid()}.", dir=out))
+    except BaseException:
+        _remove_if_empty(out, created)
+        raise
+    try:
+        yield stage
+        for item in sorted(p for p in stage.rglob("*") if p.is_file()):
+            target = out / item.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(item, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        _remove_if_empty(out, created)
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _remove_if_empty(folder: Path, created: bool) -> None:
+    """Remove ``folder`` if this process created it and it is empty."""
+    if created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 @contextmanager
@@ -41,7 +113,7 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:

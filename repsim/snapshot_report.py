@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import safetensors.torch
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -41,6 +40,7 @@ from tqdm.auto import tqdm
 from repsim.capture import capture_activations
 from repsim.compare import check_choice, layer_pairs, pair_rows, resolve_measures, warn_undefined
 from repsim.measures.inputs import CONV_POLICIES
+from repsim.tensor_files import read_tensor_file
 from repsim.weights import apply_state_dict, build_model, load_state_dict
 
 SNAPSHOT_FORMAT = "adaptation-snapshot"
@@ -67,8 +67,11 @@ SUMMARY_COLUMNS = (
 _REQUIRED_KEYS = ("format", "version", "model", "meta_weights", "layers", "tasks")
 
 
-def _inside(root: Path, relative: str, what: str) -> Path:
-    """``root / relative``, required to exist and to stay inside ``root``."""
+def _inside(root: Path, relative: Any, what: str) -> Path:
+    """``root / relative``, required to be a relative path string, to exist and to stay inside
+    ``root``."""
+    if not isinstance(relative, str) or not relative:
+        raise ValueError(f"{what} must be a path inside the snapshot folder, got {relative!r}")
     path = (root / relative).resolve()
     if not path.is_relative_to(root.resolve()):
         raise ValueError(f"{what} path {relative!r} points outside the snapshot folder {str(root)!r}")
@@ -86,8 +89,10 @@ def read_manifest(snapshot_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"{str(root)!r} is not an adaptation snapshot: it has no manifest.json")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{str(path)!r} is not a JSON object")
     missing = [k for k in _REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ValueError(f"{str(path)!r} lacks the keys {missing}")
@@ -98,16 +103,27 @@ def read_manifest(snapshot_dir: str | Path) -> dict[str, Any]:
         )
     if manifest.get("forward_batch", "whole") != "whole":
         raise ValueError(f"forward_batch {manifest['forward_batch']!r} is not supported (only 'whole')")
-    if not manifest["tasks"]:
+    if not isinstance(manifest["tasks"], list) or not manifest["tasks"]:
         raise ValueError(f"{str(path)!r} lists no tasks")
     _inside(root, manifest["meta_weights"], "meta_weights")
-    for task in manifest["tasks"]:
-        _inside(root, task["inputs"], f"task {task.get('id')} inputs")
-        if not task.get("steps"):
-            raise ValueError(f"task {task.get('id')} lists no inner steps")
-        for step in task["steps"]:
-            _inside(root, step, f"task {task.get('id')} step")
+    for number, task in enumerate(manifest["tasks"]):
+        _check_task(root, path, number, task)
     return manifest
+
+
+def _check_task(root: Path, path: Path, number: int, task: Any) -> None:
+    """ValueError naming the task (by position and id) and the field that is missing or wrong."""
+    where = f"{str(path)!r}, task {number}" + (f" (id {task.get('id')})" if isinstance(task, dict) else "")
+    if not isinstance(task, dict):
+        raise ValueError(f"{where} is not an object")
+    for field in ("inputs", "steps"):
+        if field not in task:
+            raise ValueError(f"{where} has no {field!r}")
+    if not isinstance(task["steps"], list) or not task["steps"]:
+        raise ValueError(f"{where} lists no inner steps")
+    _inside(root, task["inputs"], f"{where}: inputs")
+    for step in task["steps"]:
+        _inside(root, step, f"{where}: step")
 
 
 def snapshot_model(
@@ -129,7 +145,9 @@ def snapshot_model(
 def task_inputs(snapshot_dir: str | Path, task: Mapping[str, Any], which: str) -> torch.Tensor:
     """The ``which`` (``"query"`` or ``"support"``) inputs ``(N, C, H, W)`` of a task."""
     path = _inside(Path(snapshot_dir), task["inputs"], f"task {task.get('id')} inputs")
-    tensors = safetensors.torch.load_file(str(path))
+    tensors = read_tensor_file(path)
+    if not isinstance(tensors, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(tensors).__name__}, not named input tensors")
     key = f"{which}_x"
     if key not in tensors:
         raise ValueError(f"{str(path)!r} has no {key!r} (it has {sorted(tensors)})")
@@ -260,7 +278,7 @@ def report_snapshot(
     root = Path(snapshot_dir)
     check_choice(inputs, INPUT_CHOICES, "inputs")
     check_choice(conv, CONV_POLICIES, "conv")
-    fns = resolve_measures(measures)
+    fns = resolve_measures(measures, measure_kwargs)
     manifest = read_manifest(root)
     model, meta_state = snapshot_model(root, manifest, trusted)
     chosen = list(manifest["layers"] if layers is None else layers)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import zipfile
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -55,7 +56,7 @@ import torch
 from torch import nn
 
 from repsim.io import atomic_write_bytes
-from repsim.tensor_files import read_tensor_file
+from repsim.tensor_files import DamagedFileError, read_tensor_file
 
 #: Keys under which a checkpoint dict may hold its state_dict, in the order they are tried.
 STATE_DICT_KEYS = ("state_dict", "model")
@@ -379,11 +380,10 @@ def load_inputs(path: str | Path) -> torch.Tensor:
     a tensor file (``torch.save`` of a tensor, or a dict with key ``"x"``; safetensors with key
     ``"x"``) read without executing code. Returns a CPU tensor ``(N, ...)``."""
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"inputs file {str(path)!r} does not exist or is not a file")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            if "x" not in data.files:
-                raise ValueError(f"{str(path)!r} has no array 'x' (it has {data.files})")
-            return torch.from_numpy(np.array(data["x"]))
+        return _npz_inputs(path)
     obj = read_tensor_file(path)
     if isinstance(obj, Mapping) and isinstance(obj.get("x"), torch.Tensor):
         obj = obj["x"]
@@ -392,3 +392,19 @@ def load_inputs(path: str | Path) -> torch.Tensor:
     if obj.ndim == 0 or obj.shape[0] == 0:
         raise ValueError(f"{str(path)!r}: inputs must be (N, ...) with N >= 1; got {tuple(obj.shape)}")
     return obj
+
+
+def _npz_inputs(path: Path) -> torch.Tensor:
+    """The array ``x`` of an ``.npz`` file, read without pickle (``DamagedFileError`` for a file
+    that is not a readable ``.npz``)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data.files:
+                raise ValueError(f"{str(path)!r} has no array 'x' (it has {data.files})")
+            return torch.from_numpy(np.array(data["x"]))
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DamagedFileError(f"{str(path)!r} is not a readable .npz file: {err}") from None
+    except ValueError as err:
+        if "has no array" in str(err):
+            raise
+        raise DamagedFileError(f"{str(path)!r} is not a readable .npz file: {err}") from None

@@ -29,6 +29,7 @@ from meta.core.names import LAYERS, META_LEARNERS, REGIMES
 from meta.core.paths import DEFAULT_CHUNK, PATHS, default_path
 from meta.data import DATASETS, FewShotSplit, load_split
 from meta.run.paper_defaults import PaperDefaults, nearest_paper_defaults
+from repsim.devices import check_device
 
 ALGORITHMS: tuple[str, ...] = REGIMES
 
@@ -261,6 +262,7 @@ def check(config: RunConfig) -> None:
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name}={getattr(config, name)!r} is not one of {[a for a in allowed if a]}")
+    check_device(config.device, here=False)  # whether this machine has it: checked where it runs
     positive = (
         "ways",
         "shots",

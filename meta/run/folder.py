@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from repsim.io import read_json
+from repsim.io import read_json, stale_temporaries
 from repsim.weights import load_model
 
 RUN_FORMAT = "meta-run"
@@ -62,10 +62,10 @@ class RunFolder:
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete the temporary files that writes interrupted by a crash leave in ``folder``
-    (``.NAME.*.tmp``, the names :func:`repsim.io.atomic_write_bytes` gives them); returns
-    what was removed. Nothing ever reads them, so they are litter, not a risk."""
-    folder = Path(folder)
-    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    (``.NAME.<pid>.<random>.tmp``, the names :func:`repsim.io.atomic_write_bytes` gives them)
+    whose writer is gone (:func:`repsim.io.stale_temporaries`); a living writer's are kept.
+    Returns what was removed. Nothing ever reads them, so they are litter, not a risk."""
+    stale = stale_temporaries(folder)
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -49,12 +49,18 @@ def _prepare_folder(out_dir: Path, overwrite: bool) -> None:
             raise ValueError(
                 f"snapshot folder {str(out_dir)!r} is not empty; pass overwrite=True (--overwrite) or another folder"
             )
-        (out_dir / "manifest.json").unlink(missing_ok=True)
-        (out_dir / "meta.safetensors").unlink(missing_ok=True)
-        for child in out_dir.iterdir():
-            if child.is_dir() and _TASK_DIR.fullmatch(child.name):
-                shutil.rmtree(child)
+        _clear_snapshot(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _clear_snapshot(out_dir: Path) -> None:
+    """Remove a snapshot's files from ``out_dir``: the manifest first (the folder is then
+    visibly incomplete), then the meta weights and the task folders."""
+    (out_dir / "manifest.json").unlink(missing_ok=True)
+    (out_dir / "meta.safetensors").unlink(missing_ok=True)
+    for child in out_dir.iterdir():
+        if child.is_dir() and _TASK_DIR.fullmatch(child.name):
+            shutil.rmtree(child)
 
 
 def _task_entry(
@@ -142,26 +148,58 @@ def write_snapshot(
     check_head(model, ways, inner)
     device = next(model.parameters()).device
     out = Path(out_dir)
-    with FolderLock(out, "snapshot"):
-        _prepare_folder(out, overwrite)
-        meta_state = {k: v.detach() for k, v in model.state_dict().items()}
-        save_tensors(out / "meta.safetensors", meta_state)
-        tasks = [
-            _task_entry(model, meta_state, episode.to(device), inner, out, number)
-            for number, episode in enumerate(tqdm(episodes, desc="snapshot tasks", unit="task", disable=not progress))
-        ]
-        manifest = _manifest(
-            spec,
-            inner,
-            layer_names,
-            (ways, shots, queries),
-            tasks,
-            algorithm=algorithm,
-            dataset=dataset,
-            batch_norm=batch_norm,
-            extra=extra,
-        )
-        write_json(out / "manifest.json", manifest)
+    created = not out.exists()
+    try:
+        with FolderLock(out, "snapshot"):
+            _prepare_folder(out, overwrite)
+            try:
+                return _write_tasks(
+                    model,
+                    spec,
+                    episodes,
+                    inner,
+                    out,
+                    layer_names,
+                    (ways, shots, queries),
+                    device,
+                    algorithm=algorithm,
+                    dataset=dataset,
+                    batch_norm=batch_norm,
+                    extra=extra,
+                    progress=progress,
+                )
+            except BaseException:
+                _clear_snapshot(out)  # no half-written snapshot is left behind
+                raise
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _write_tasks(
+    model: nn.Module,
+    spec: Mapping[str, Any],
+    episodes: Sequence[Episode],
+    inner: InnerLoop,
+    out: Path,
+    layer_names: Sequence[str],
+    shape: tuple[int, int, int],
+    device: torch.device,
+    *,
+    progress: bool,
+    **record: Any,
+) -> dict[str, Any]:
+    """Write the meta weights, each task's folder, then the manifest (last: a folder with a
+    manifest is complete); returns the manifest."""
+    meta_state = {k: v.detach() for k, v in model.state_dict().items()}
+    save_tensors(out / "meta.safetensors", meta_state)
+    tasks = [
+        _task_entry(model, meta_state, episode.to(device), inner, out, number)
+        for number, episode in enumerate(tqdm(episodes, desc="snapshot tasks", unit="task", disable=not progress))
+    ]
+    manifest = _manifest(spec, inner, layer_names, shape, tasks, **record)
+    write_json(out / "manifest.json", manifest)
     return manifest
 
 
@@ -216,6 +254,7 @@ def snapshot_run(
     cache_dir: str | None = None,
     data: Any = None,
     overwrite: bool = False,
+    trusted: Sequence[str] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Snapshot a training run on the first ``tasks`` fixed evaluation tasks of ``split`` (or
@@ -231,7 +270,7 @@ def snapshot_run(
     if not ids or min(ids) < 0:
         raise ValueError(f"task ids must be non-negative and at least one, got {ids}")
     fixed = evaluation_tasks(run.config, split_data, max(ids) + 1)
-    model = run.model(weights, device)
+    model = run.model(weights, device, trusted)
     source = {
         "run_dir": str(run.folder.root),
         "weights": weights,

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,19 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     except safetensors.SafetensorError as err:
         raise CheckpointError(f"{str(path)!r} is a damaged safetensors file: {err}") from None
     return tensors, metadata
+
+
+def keep_copy(path: Path, copy: Path) -> Path:
+    """Make ``copy`` hold the bytes of ``path`` atomically, as a hard link where the file system
+    allows (no bytes copied), else a copy; ``path`` stays in place throughout. Returns ``copy``."""
+    temporary = copy.with_name(f".{copy.name}.{os.getpid()}.link.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(path, temporary)
+    except OSError:
+        shutil.copyfile(path, temporary)
+    os.replace(temporary, copy)
+    return copy
 
 
 # --------------------------------------------------------------------------- nested state

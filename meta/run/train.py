@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 from meta.data import EpisodeSampler, FewShotSplit
 from meta.run.config import RunConfig, load_run_split, resolve
 from meta.run.cpu import configure_cpu
-from meta.run.evaluate import AccuracySummary, evaluation_tasks, run_procedure, task_accuracies
+from meta.run.evaluate import evaluation_tasks, run_procedure, task_accuracies
 from meta.run.folder import RunFolder, remove_stale_temporaries
 from meta.run.lock import LOCK_NAME, FolderLock
 from meta.run.metrics import MetricsLog, MetricsWindow
@@ -71,9 +71,11 @@ from meta.run.recipe import (
     run_info,
     segments_after,
 )
+from meta.run.results import AccuracySummary
 from meta.run.state import (
     CheckpointError,
     capture_rng,
+    keep_copy,
     load_checkpoint,
     readable_state,
     restore_rng,
@@ -81,6 +83,7 @@ from meta.run.state import (
     save_tensors,
     seed_everything,
 )
+from repsim.devices import check_device
 from repsim.io import write_json
 from repsim.weights import build_model
 
@@ -138,8 +141,8 @@ class Trainer:
         self.folder = RunFolder(Path(out_dir))
         check_rerun(self.folder, self.config)
         c = self.config
+        self.device = check_device(c.device)
         self.cpu = configure_cpu(threads=c.threads or None)
-        self.device = torch.device(c.device)
         self.splits = (
             dict(splits) if splits else {s: load_run_split(c, s, progress=c.progress) for s in ("train", "val")}
         )
@@ -202,7 +205,8 @@ class Trainer:
 
     def checkpoint(self) -> None:
         """Metrics first, then the checkpoint (the commit point; the previous one is kept as
-        ``checkpoint.prev.safetensors``), then its readable copy."""
+        ``checkpoint.prev.safetensors``, so that at every moment the folder holds a complete
+        latest checkpoint), then its readable copy."""
         self.metrics.write()
         state = {
             "iteration": self.state.iteration,
@@ -215,7 +219,7 @@ class Trainer:
             "best": self.state.best,
         }
         if self.folder.checkpoint.is_file():
-            self.folder.checkpoint.replace(self.folder.previous_checkpoint)
+            keep_copy(self.folder.checkpoint, self.folder.previous_checkpoint)
         save_checkpoint(self.folder.checkpoint, state)
         write_json(
             self.folder.checkpoint_info,

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from meta.core.names import FROZEN_LABELS, LAYERS
-from meta.run.evaluate import AccuracySummary, Evaluation, mean_ci95
+from meta.run.results import AccuracySummary, Evaluation, mean_ci95
 from meta.study.jobs import eval_path
 from meta.study.plan import Plan, RunPlan
 from meta.study.presets import Setting

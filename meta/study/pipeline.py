@@ -57,9 +57,10 @@ from typing import Any
 
 from meta.study.executor import JobRunner, available_cores
 from meta.study.folder import check_data, check_folder, data_lines, preset_record, stage_marker
-from meta.study.plan import Plan, describe_run, make_plan
+from meta.study.plan import Plan, ReproductionError, describe_run, make_plan
 from meta.study.presets import StudyPreset, get_study_preset
 from meta.study.stages import STAGE_LIST, Stage
+from repsim.devices import check_device
 from repsim.io import write_json
 
 
@@ -170,7 +171,10 @@ def reproduce(
         echo(describe_plan(plan, workers))
         return plan
     check_data(plan)
+    check_device(plan.device)  # refused here, before any stage, on a machine without it
     record = preset_record(plan)
+    if plan.out.exists() and not plan.out.is_dir():
+        raise ReproductionError(f"--out {str(plan.out)!r} exists and is not a folder")
     check_folder(plan.out, record, force=force)
     plan.out.mkdir(parents=True, exist_ok=True)
     write_json(plan.out / "preset.json", record)

@@ -155,7 +155,8 @@ def load_tables(out_dir: str | Path) -> dict[str, pd.DataFrame]:
     ``out_dir`` is not a folder."""
     out = Path(out_dir)
     if not out.is_dir():
-        raise ValueError(f"reproduction folder {out} does not exist (expected the --out of `python -m meta reproduce`)")
+        what = "is not a folder" if out.exists() else "does not exist"
+        raise ValueError(f"reproduction folder {out} {what} (expected the --out of `python -m meta reproduce`)")
     return {name: read_table(csv_path(out, name), name) for name in COLUMNS if csv_path(out, name).is_file()}
 
 

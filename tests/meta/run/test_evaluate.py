@@ -18,15 +18,8 @@ from meta.core.nil import nil_accuracy
 from meta.core.procedures import evaluate_task
 from meta.data import fixed_tasks
 from meta.data.synthetic import synthetic_split
-from meta.run.evaluate import (
-    Evaluation,
-    LoadedRun,
-    evaluate_run,
-    evaluate_runs,
-    format_result,
-    mean_ci95,
-    run_procedure,
-)
+from meta.run.evaluate import LoadedRun, evaluate_run, evaluate_runs, run_procedure
+from meta.run.results import Evaluation, format_result, mean_ci95
 from meta.run.train import train
 
 TASKS = 12

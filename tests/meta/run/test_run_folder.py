@@ -145,3 +145,16 @@ def test_a_resume_with_other_compute_settings_is_recorded_as_a_segment(tmp_path)
     assert [(s["from_iteration"], s["threads"]) for s in segments] == [(0, 1), (4, 2)]
     train(tiny_config(threads=2, iterations=10), tmp_path)  # same settings: no new segment
     assert len(json.loads((tmp_path / "config.json").read_text())["segments"]) == 2
+
+
+def test_start_up_cleanup_removes_only_temporaries_whose_writer_is_gone(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    dead = tmp_path / f".config.json.{dead_pid}.a1b2c3.tmp"
+    alive = tmp_path / f".metrics.json.{os.getpid()}.d4e5f6.tmp"  # a writer that is still running
+    old_style = tmp_path / ".final.safetensors.x9y8z7.tmp"  # no writer recorded: from an older version
+    for path in (dead, alive, old_style):
+        path.write_bytes(b"partial")
+    train(tiny_config(iterations=2), tmp_path)
+    assert not dead.exists() and not old_style.exists()
+    assert alive.read_bytes() == b"partial"
