@@ -283,16 +283,16 @@ def _check_memory(estimate: int, limit: float, measures: Sequence[str], n_inputs
 def new_accumulator(measure: str, kwargs: Mapping[str, Any]) -> Any:
     """A fresh exact streaming accumulator of :mod:`repsim.measures.streaming` for a measure of
     :data:`STREAMING_MEASURES` (``update(x, y)`` with 2-D batches, then ``result()``):
-    :class:`~repsim.measures.streaming.StreamingCKA` for the CKA names, otherwise
-    :class:`~repsim.measures.streaming.StreamingCCA` (``"cca"`` is mean CCA). ``kwargs`` are the
+    :class:`~repsim.measures.StreamingCKA` for the CKA names, otherwise
+    :class:`~repsim.measures.StreamingCCA` (``"cca"`` is mean CCA). ``kwargs`` are the
     measure's keyword arguments (``keep`` for SVCCA, ``symmetric`` for PWCCA, ``rtol``, ``dtype``).
     """
-    from repsim.measures import streaming
+    from repsim.measures import StreamingCCA, StreamingCKA
 
     try:
         if measure in ("cka", "linear_cka", "debiased_cka"):
-            return streaming.StreamingCKA(debiased=measure == "debiased_cka", **kwargs)
-        return streaming.StreamingCCA("mean_cca" if measure == "cca" else measure, **kwargs)
+            return StreamingCKA(debiased=measure == "debiased_cka", **kwargs)
+        return StreamingCCA("mean_cca" if measure == "cca" else measure, **kwargs)
     except TypeError as err:
         raise ValueError(f"measure_kwargs {dict(kwargs)} of {measure!r} cannot be used when streaming: {err}") from None
 

@@ -7,7 +7,10 @@
 - :mod:`~repsim.measures.kernel_cka`: kernel (RBF, linear or callable) CKA;
 - :mod:`~repsim.measures.procrustes`: orthogonal Procrustes distance;
 - :mod:`~repsim.measures.rsa`: representational similarity analysis;
-- :mod:`~repsim.measures.streaming`: exact, mergeable accumulators for CKA and the CCA family;
+- :mod:`~repsim.measures.streaming` (and ``streaming_cka``, ``streaming_cca``): exact, mergeable
+  accumulators for CKA and the CCA family;
+- :mod:`~repsim.measures.products`: the Gram and cross products, by BLAS's symmetric update;
+- :mod:`~repsim.measures.canonical_gram`: CCA from Gram matrices, the certified fast route;
 - :mod:`~repsim.measures.inputs`: conversion, convolutional policies and validation shared by all;
 - :mod:`~repsim.measures.result`: :class:`Similarity`, the float every measure returns;
 - :mod:`~repsim.measures.registry`: the measures by name (``--measures cca,cka``).
@@ -23,7 +26,9 @@ from repsim.measures.procrustes import procrustes
 from repsim.measures.registry import MEASURES, debiased_cka, get_measure
 from repsim.measures.result import Similarity
 from repsim.measures.rsa import rsa
-from repsim.measures.streaming import MomentAccumulator, StreamingCCA, StreamingCKA
+from repsim.measures.streaming import MomentAccumulator
+from repsim.measures.streaming_cca import StreamingCCA
+from repsim.measures.streaming_cka import StreamingCKA
 
 __all__ = [
     "CCAResult",

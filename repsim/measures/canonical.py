@@ -8,7 +8,17 @@ singular values of ``Qx' Qy`` (Hotelling 1936; Bjorck & Golub 1973). There are
 ``min(rank_x, rank_y)`` of them; they are invariant to invertible linear maps of either side and
 to translation.
 
-**How they are computed** (never by inverting covariance matrices). Each centred side is
+**Two routes.** Where the data are well conditioned, the coefficients come from the Gram
+matrices ``Xc'Xc``, ``Yc'Yc``, ``Xc'Yc`` and their Cholesky factors
+(:mod:`repsim.measures.canonical_gram`: the products any exact method computes, plus ``O(d^3)``),
+taken only where a bound computed from the factors certifies every coefficient to ``1e-10``.
+Elsewhere (ill-conditioned sides, fewer than two datapoints per neuron) they come from the QR
+route below, whose error grows like ``eps cond`` instead of ``eps cond^2``. ``.details`` names
+the route (``"cholesky"`` or ``"qr"``) and its ``error_bound``. Every side is scaled by a power of
+two before anything is summed (:func:`repsim.measures.inputs.centre`), so the values at
+magnitudes ``1e-300`` and ``1e300`` are those at 1.
+
+**The QR route** (never by inverting covariance matrices). Each centred side is
 factorised by Householder QR, ``Xc = Q R`` (``R`` upper triangular, ``Q`` never formed). Its
 numerical rank is the number of singular values of ``R`` (those of ``Xc``) above
 ``rtol * s_max`` with ``rtol = max(n, d) * eps`` by default (numpy's ``matrix_rank`` rule, ``eps`` the
@@ -44,7 +54,7 @@ Imports: :mod:`repsim.measures.canonical_bases`, :mod:`repsim.measures.inputs` a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -57,8 +67,16 @@ from repsim.measures.canonical_bases import (
     check_rtol,
     default_rtol,
     side_from_spectrum,
+    singular_values,
 )
-from repsim.measures.inputs import as_pair, centre, source_eps
+from repsim.measures.canonical_gram import (
+    CHEAP_ROUTE_MAX_ERROR,
+    MIN_DATAPOINTS_PER_NEURON,
+    GramProblem,
+    certified_cholesky,
+)
+from repsim.measures.inputs import as_pair, centre, finite_max_abs, normalising_exponent, shares_memory, source_eps
+from repsim.measures.products import centred_products, is_constant
 from repsim.measures.result import Similarity
 
 #: Fewest datapoints for which CCA is not trivially 1 (a side needs rank < n - 1 and rank >= 1).
@@ -75,6 +93,8 @@ class CCAResult:
         rank_x, rank_y: numerical ranks of the centred ``X`` and ``Y`` (see :func:`cca`).
         n: number of datapoints (after the ``conv`` policy).
         conv: the policy applied to 4-D inputs (``None`` for 2-D inputs).
+        details: how it was computed: ``route`` and ``error_bound`` (as every measure's
+            :class:`~repsim.measures.result.Similarity` has).
 
     ``float(result)`` is the mean CCA, ``coefficients.mean()`` (the similarity of Raghu et al.
     2017 without the SVD step).
@@ -85,9 +105,18 @@ class CCAResult:
     rank_y: int
     n: int
     conv: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
     def __float__(self) -> float:
         return float(self.coefficients.mean())
+
+    def __repr__(self) -> str:
+        k = len(self.coefficients)
+        shown = ", ".join(f"{c:.4g}" for c in self.coefficients[:3]) + (", ..." if k > 3 else "")
+        return (
+            f"CCAResult(mean={float(self):.6g}, {k} coefficients [{shown}], rank_x={self.rank_x},"
+            f" rank_y={self.rank_y}, n={self.n}, route={self.details.get('route')!r})"
+        )
 
 
 class _Problem(Protocol):
@@ -100,6 +129,9 @@ class _Problem(Protocol):
 
     def cross(self, side_x: SideBasis, side_y: SideBasis) -> torch.Tensor:
         """``Qx' Qy`` ``(kx, ky)`` for the bases of two sides."""
+
+    def details(self, side_x: SideBasis, side_y: SideBasis) -> dict[str, Any]:
+        """``route`` and ``error_bound`` (for ``.details``)."""
 
 
 @dataclass
@@ -133,16 +165,36 @@ class _DataProblem:
         """``Qx'Qy``, forming the basis of the side with fewer kept directions (the cheaper one):
         ``(Qx' Yc) W_y`` or ``((Qy' Xc) W_x)'``; either way the error is ``O(eps cond)``."""
         if side_x.dims <= side_y.dims:
-            return (side_x.basis_t(self.cx) @ self.cy) @ side_y.w
-        return ((side_y.basis_t(self.cy) @ self.cx) @ side_x.w).T
+            return side_y.times_w(side_x.basis_t(self.cx) @ self.cy)
+        return side_x.times_w(side_y.basis_t(self.cy) @ self.cx).T
+
+    def details(self, side_x: SideBasis, side_y: SideBasis) -> dict[str, Any]:
+        return {"route": "qr", "error_bound": side_x.rounding + side_y.rounding}
 
 
-def _data_problem(X: Any, Y: Any, conv: str | None, dtype: torch.dtype, measure: str) -> _DataProblem:
-    """Validate ``X``, ``Y`` (at least :data:`CCA_MIN_N` datapoints) and centre them."""
+def _data_problem(X: Any, Y: Any, conv: str | None, dtype: torch.dtype, measure: str) -> _Problem:
+    """Validate ``X``, ``Y`` (at least :data:`CCA_MIN_N` datapoints), centre them (scaled by a
+    power of two), and choose the route: the Cholesky route where it is certified
+    (:mod:`repsim.measures.canonical_gram`), else the QR route."""
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch dtype; got {dtype}")
-    x, y = as_pair(X, Y, conv=conv, dtype=dtype, min_n=CCA_MIN_N, measure=measure)
-    return _DataProblem(centre(x, name="X"), centre(y, name="Y"), (source_eps(X), source_eps(Y)))
+    x, y = as_pair(X, Y, conv=conv, dtype=dtype, min_n=CCA_MIN_N, measure=measure, check_finite=False)
+    eps = (source_eps(X), source_eps(Y))
+    n, d = x.shape[0], max(x.shape[1], y.shape[1])
+    products = centred_products(x, y) if n >= MIN_DATAPOINTS_PER_NEURON * d else None
+    if products is not None and not any(is_constant(products, torch.finfo(x.dtype).eps)):
+        factors = certified_cholesky(n, products.sxx, products.syy)
+        if factors is not None and factors.bound <= CHEAP_ROUTE_MAX_ERROR:
+            return GramProblem(n, products.sxx, products.syy, products.sxy, factors, eps)
+    cx, cy = (_centred_in_full(t, given, name) for t, given, name in ((x, X, "X"), (y, Y, "Y")))
+    return _DataProblem(cx, cy, eps)
+
+
+def _centred_in_full(t: torch.Tensor, given: Any, name: str) -> torch.Tensor:
+    """A side checked for NaN and infinities, centred (scaled by a power of two where its
+    magnitude requires), as one new tensor (or in place where ``t`` is already a copy)."""
+    exponent = normalising_exponent(finite_max_abs(t, name))
+    return centre(t, name=name, exponent=exponent, in_place=not shares_memory(t, given))
 
 
 def _check_not_trivial(dims_x: int, dims_y: int, n: int, *, what: str = "rank") -> None:
@@ -164,7 +216,7 @@ def _correlations(
     if vectors:
         p, rho, qh = torch.linalg.svd(m, full_matrices=False)
     else:
-        p, rho, qh = None, torch.linalg.svdvals(m), None
+        p, rho, qh = None, singular_values(m), None
     return _clip_rounding(rho, side_x.rounding + side_y.rounding), p, qh
 
 
@@ -191,7 +243,14 @@ def cca_of(problem: _Problem, *, rtol: float | None = None, conv: str | None = N
     side_x, side_y = problem.side(0, rtol, None), problem.side(1, rtol, None)
     _check_not_trivial(side_x.rank, side_y.rank, problem.n)
     rho, _, _ = _correlations(problem, side_x, side_y, vectors=False)
-    return CCAResult(_to_numpy(rho), rank_x=side_x.rank, rank_y=side_y.rank, n=problem.n, conv=conv)
+    return CCAResult(
+        _to_numpy(rho),
+        rank_x=side_x.rank,
+        rank_y=side_y.rank,
+        n=problem.n,
+        conv=conv,
+        details=problem.details(side_x, side_y),
+    )
 
 
 def mean_cca_of(problem: _Problem, *, rtol: float | None = None, conv: str | None = None, **extra: Any) -> Similarity:
@@ -204,6 +263,7 @@ def mean_cca_of(problem: _Problem, *, rtol: float | None = None, conv: str | Non
         rank_x=result.rank_x,
         rank_y=result.rank_y,
         n=result.n,
+        **result.details,
         **extra,
     )
 
@@ -232,6 +292,7 @@ def svcca_of(
         rank_x=side_x.rank,
         rank_y=side_y.rank,
         n=problem.n,
+        **problem.details(side_x, side_y),
         **extra,
     )
 
@@ -276,6 +337,7 @@ def pwcca_of(
         rank_y=side_y.rank,
         n=problem.n,
         **details,
+        **problem.details(side_x, side_y),
         **extra,
     )
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 import torch
 
 
@@ -29,10 +30,11 @@ class SideBasis:
     ``Q = C @ w`` ``(n, k)`` is an orthonormal basis of the kept directions and ``f = Q' C``
     ``(k, d)``. ``rank`` is the numerical rank of ``C`` (``k <= rank``); ``rounding`` bounds the
     loss of orthonormality of the computed ``Q``. ``triangular``: ``f`` is the upper triangular
-    ``R`` of ``C = QR`` and ``w = R^-1``.
+    ``R`` of ``C = QR`` (or of the Cholesky factorisation of ``C'C``) and ``w = R^-1``, which may
+    be left unformed (``None``): products with it are then triangular solves with ``f``.
     """
 
-    w: torch.Tensor
+    w: torch.Tensor | None
     f: torch.Tensor
     rank: int
     rounding: float
@@ -40,7 +42,19 @@ class SideBasis:
 
     @property
     def dims(self) -> int:
-        return self.w.shape[1]
+        return self.f.shape[0]
+
+    def times_w(self, m: torch.Tensor) -> torch.Tensor:
+        """``m @ w`` (``m`` ``(p, d)``): a triangular solve for a triangular side."""
+        if self.triangular:
+            return torch.linalg.solve_triangular(self.f, m, upper=True, left=False)
+        return m @ self.w
+
+    def w_t_times(self, m: torch.Tensor) -> torch.Tensor:
+        """``w' @ m`` (``m`` ``(d, p)``): a triangular solve for a triangular side."""
+        if self.triangular:
+            return torch.linalg.solve_triangular(self.f.T, m, upper=False)
+        return self.w.T @ m
 
     def basis_t(self, c: torch.Tensor) -> torch.Tensor:
         """``Q'`` ``(k, n)`` for the side's centred data ``c`` ``(n, d)``: ``R^-T C'`` by a
@@ -48,6 +62,15 @@ class SideBasis:
         if self.triangular:
             return torch.linalg.solve_triangular(self.f.T, c.T, upper=False)
         return (c @ self.w).T
+
+
+def singular_values(m: torch.Tensor) -> torch.Tensor:
+    """The singular values of ``m``, descending: LAPACK's ``gesvd`` on the CPU (the fastest
+    values-only driver there, measured), torch's elsewhere."""
+    if m.device.type != "cpu":
+        return torch.linalg.svdvals(m)
+    values = scipy.linalg.svd(m.numpy(), compute_uv=False, lapack_driver="gesvd", check_finite=False)
+    return torch.from_numpy(values).to(m.dtype)
 
 
 def default_rtol(n: int, d: int, dtype: torch.dtype, source_eps: float = 0.0) -> float:

@@ -23,19 +23,29 @@ Every function centres the data itself, computes in float64 by default (inputs a
 :class:`repsim.Similarity` that records the form and estimator used. Kernel (RBF) CKA, built on
 the Gram-matrix estimators here, is in :mod:`repsim.measures.kernel_cka`.
 
-Imports: :mod:`repsim.measures.inputs` and :mod:`repsim.measures.result` only (nothing of
-``repsim`` outside :mod:`repsim.measures`).
+The feature form computes ``X'X``, ``Y'Y`` and ``X'Y`` of the centred data block by block of
+rows, reading the data from memory twice (the means, then the products) and never holding a full
+centred copy, with BLAS's symmetric updates for the Gram matrices
+(:func:`repsim.measures.products.centred_products`). How fast, beside plain numpy and the peers:
+``benchmarks/README.md``.
+
+Imports: :mod:`repsim.measures.hsic`, :mod:`repsim.measures.inputs`,
+:mod:`repsim.measures.products` and :mod:`repsim.measures.result` only (nothing of ``repsim``
+outside :mod:`repsim.measures`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from repsim.measures.inputs import as_pair, as_representation, centre
+from repsim.measures.hsic import cka_ratio, gram_hsics, hsic_normaliser, scaled_unbiased_hsic
+from repsim.measures.inputs import as_pair, as_representation, centre, finite_max_abs, normalising_exponent
+from repsim.measures.products import centred_products, gram, is_constant, products_of_centred
 from repsim.measures.result import Similarity
 
 #: Forms of linear CKA: ``"features"`` (d x d products), ``"gram"`` (n x n Gram matrices) or
@@ -43,8 +53,6 @@ from repsim.measures.result import Similarity
 LINEAR_FORMS = ("auto", "features", "gram")
 
 _DEBIASED_NAME = "debiased CKA (the unbiased HSIC estimator of Song et al. 2012)"
-#: Column-block width of :func:`symmetric_product` (narrower blocks make slower products).
-_BLOCK = 256
 
 
 def linear_cka_form(n: int, dx: int, dy: int) -> str:
@@ -54,166 +62,96 @@ def linear_cka_form(n: int, dx: int, dy: int) -> str:
     and ``O(d^2)`` memory; the Gram form costs ``n^2 (dx + dy)`` (``XX'``, ``YY'``) and
     ``O(n^2)`` memory. Returns ``"features"`` unless the Gram form is strictly cheaper, i.e. for
     ``dx = dy = d`` the feature form is used while ``d <= 2n/3``. (The rule counts full products;
-    the symmetric ones, ``X'X``, ``Y'Y``, ``XX'``, ``YY'``, cost less by
-    :func:`symmetric_product`.)
+    the symmetric ones, ``X'X``, ``Y'Y``, ``XX'``, ``YY'``, cost half as much:
+    :func:`repsim.measures.products.gram`.)
     """
     return "features" if dx * dx + dy * dy + dx * dy <= n * (dx + dy) else "gram"
 
 
-def symmetric_product(a: torch.Tensor) -> torch.Tensor:
-    """``a'a`` ``(d, d)`` for ``a`` ``(n, d)``, computing only its lower block triangle.
-
-    With ``b`` column blocks (``b = min(d // 256, 8)``) the products ``a_i' [a_1 ... a_i]`` cost
-    ``(b + 1) / (2b)`` of a full ``a'a`` (0.75 at ``b = 2``, 0.56 at ``b = 8``); the upper blocks
-    are mirrored. ``symmetric_product(t.T)`` is the Gram matrix ``tt'``.
-    """
-    d = a.shape[1]
-    blocks = min(d // _BLOCK, 8)
-    if blocks < 2:
-        return a.T @ a
-    edges = [d * i // blocks for i in range(blocks + 1)]
-    out = a.new_empty((d, d))
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        rows = a[:, lo:hi].T @ a[:, :hi]
-        out[lo:hi, :hi] = rows
-        out[:lo, lo:hi] = rows[:, :lo].T
-    return out
-
-
-def _hsic_normaliser(n: int, debiased: bool) -> float:
-    """``(n-1)^2`` for the biased HSIC estimator, ``n (n-3)`` for the unbiased one."""
-    return float(n * (n - 3)) if debiased else float((n - 1) ** 2)
-
-
-def _sq_row_norms(t: torch.Tensor) -> torch.Tensor:
-    """``(n,)`` squared Euclidean norms of the rows of ``t`` ``(n, d)``: the diagonal of ``tt'``."""
-    return torch.linalg.vector_norm(t, dim=1).square()
-
-
-def scaled_unbiased_hsic(
-    cross: torch.Tensor, diag_dot: torch.Tensor, trace_x: torch.Tensor, trace_y: torch.Tensor, n: int
-) -> torch.Tensor:
-    """``n(n-3) HSIC_1`` (Song et al. 2012) for linear kernels of column-centred ``X``, ``Y``.
-
-    With ``K = XX'``, ``L = YY'`` (``K1 = 0``) and ``k = diag K``, ``l = diag L``:
-    ``tr(K~L~) = ||X'Y||_F^2 - k'l``, ``1'K~1 = -1'k``, ``K~1 = -k`` so ``1'K~L~1 = k'l``, and
-    Song et al.'s estimator becomes::
-
-        n(n-3) HSIC_1 = ||X'Y||_F^2 - n/(n-2) k'l + (1'k)(1'l) / ((n-1)(n-2))
-
-    ``cross`` is ``||X'Y||_F^2``, ``diag_dot`` is ``k'l``, ``trace_x`` = ``1'k`` = ``tr X'X`` and
-    ``trace_y`` = ``1'l``: all available from feature-space products or streamed moments.
-    """
-    return cross - n / (n - 2) * diag_dot + trace_x * trace_y / ((n - 1) * (n - 2))
-
-
-def _unbiased_from_features(cross: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor, n: int) -> torch.Tensor:
-    """Unbiased linear HSIC from ``cross = ||X'Y||_F^2`` and the squared row norms ``kx``, ``ky``
-    ``(n,)`` of centred ``X``, ``Y`` (:func:`scaled_unbiased_hsic`); cost ``O(n)`` beyond ``cross``."""
-    return scaled_unbiased_hsic(cross, torch.dot(kx, ky), kx.sum(), ky.sum(), n) / _hsic_normaliser(n, True)
-
-
-def _feature_hsics(
-    xc: torch.Tensor, yc: torch.Tensor, debiased: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(HSIC(X, Y), HSIC(X, X), HSIC(Y, Y))`` for the linear kernel in feature space.
-
-    ``xc`` ``(n, dx)`` and ``yc`` ``(n, dy)`` are column-centred. Biased:
-    ``HSIC_0 = ||X'Y||_F^2 / (n-1)^2`` (Kornblith et al. 2019, eq. for linear CKA). Unbiased: see
-    :func:`_unbiased_from_features`. Cost ``O(n (dx^2 + dy^2 + dx dy))``; never forms ``n x n``.
-    """
-    n = xc.shape[0]
-    xy = torch.linalg.matrix_norm(xc.T @ yc).square()
-    xx = torch.linalg.matrix_norm(symmetric_product(xc)).square()
-    yy = torch.linalg.matrix_norm(symmetric_product(yc)).square()
-    if not debiased:
-        norm = _hsic_normaliser(n, False)
-        return xy / norm, xx / norm, yy / norm
-    kx, ky = _sq_row_norms(xc), _sq_row_norms(yc)
-    return (
-        _unbiased_from_features(xy, kx, ky, n),
-        _unbiased_from_features(xx, kx, kx, n),
-        _unbiased_from_features(yy, ky, ky, n),
-    )
-
-
-def centre_gram_(gram: torch.Tensor, *, unbiased: bool = False) -> torch.Tensor:
-    """Centre a symmetric Gram matrix ``(n, n)`` in place and return it.
-
-    Biased: ``HKH`` (``H = I - 11'/n``), so that ``<HKH, HLH> = tr(KHLH)``. Unbiased: the
-    U-centring of Szekely & Rizzo (2014, "Partial distance correlation", Ann. Stat. 42(6)):
-    ``U_ij = K_ij - s_i/(n-2) - s_j/(n-2) + S/((n-1)(n-2))`` for ``i != j`` and ``U_ii = 0``,
-    with ``s`` the row sums and ``S`` the total of ``K`` with a zeroed diagonal; then
-    ``<U(K), U(L)> / (n(n-3))`` equals Song et al.'s unbiased ``HSIC_1`` (a rearrangement with
-    less cancellation than the three-term formula).
-    """
-    n = gram.shape[0]
-    if unbiased:
-        gram.fill_diagonal_(0)
-        means = gram.sum(dim=0) / (n - 2)
-        means -= means.sum() / (2 * (n - 1))
-    else:
-        means = gram.mean(dim=0)
-        means -= means.mean() / 2
-    gram -= means[:, None]
-    gram -= means[None, :]
-    if unbiased:
-        gram.fill_diagonal_(0)
-    return gram
-
-
-def gram_hsics(
-    gram_x: torch.Tensor, gram_y: torch.Tensor, debiased: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(HSIC(K, L), HSIC(K, K), HSIC(L, L))`` from Gram matrices ``(n, n)`` (centred in place)."""
-    n = gram_x.shape[0]
-    norm = _hsic_normaliser(n, debiased)
-    kc = centre_gram_(gram_x, unbiased=debiased).reshape(-1)
-    lc = centre_gram_(gram_y, unbiased=debiased).reshape(-1)
-    return torch.dot(kc, lc) / norm, torch.dot(kc, kc) / norm, torch.dot(lc, lc) / norm
+def centred_scaled(t: torch.Tensor, name: str) -> tuple[torch.Tensor, int]:
+    """A side checked for NaN and infinities, centred and scaled by a power of two where its
+    magnitude requires (:func:`repsim.measures.inputs.centre`): ``(centred, exponent)``."""
+    exponent = normalising_exponent(finite_max_abs(t, name))
+    return centre(t, name=name, exponent=exponent), exponent
 
 
 def _linear_hsics(
-    xc: torch.Tensor, yc: torch.Tensor, debiased: bool, form: str
-) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], str]:
-    """Linear-kernel HSICs of centred ``xc``, ``yc`` by ``form``; returns them and the form used."""
+    x: torch.Tensor, y: torch.Tensor, debiased: bool, form: str
+) -> tuple[tuple[float, float, float], str, tuple[int, int]]:
+    """The three HSICs of the linear kernels of ``x`` ``(n, dx)``
+    and ``y`` ``(n, dy)`` (validated, not centred), by ``form``; returns them, the form used and
+    the exponents ``(ex, ey)`` of the powers of two the sides were scaled by (HSIC(X, Y) scales
+    as ``2^(2 ex + 2 ey)``)."""
     if form not in LINEAR_FORMS:
         raise ValueError(f"form must be one of {LINEAR_FORMS}; got {form!r}")
     if form == "auto":
-        form = linear_cka_form(xc.shape[0], xc.shape[1], yc.shape[1])
+        form = linear_cka_form(x.shape[0], x.shape[1], y.shape[1])
     if form == "features":
-        return _feature_hsics(xc, yc, debiased), form
-    return gram_hsics(symmetric_product(xc.T), symmetric_product(yc.T), debiased), form
+        hsics, exponents = _feature_hsics(x, y, debiased)
+        return hsics, form, exponents
+    (xc, ex), (yc, ey) = centred_scaled(x, "X"), centred_scaled(y, "Y")
+    hsics = tuple(float(h) for h in gram_hsics(gram(xc.T), gram(yc.T), debiased))
+    return hsics, form, (ex, ey)
 
 
-def cka_ratio(hxy: Any, hxx: Any, hyy: Any, *, debiased: bool) -> float:
-    """``hxy / sqrt(hxx hyy)``; a non-positive self-HSIC (possible only debiased) is an error."""
-    hxx, hyy = float(hxx), float(hyy)
-    for name, value in (("X", hxx), ("Y", hyy)):
-        if not value > 0:
-            why = (
-                "the unbiased estimator can be <= 0 for very few or degenerate datapoints; use"
-                " more datapoints or debiased=False"
-                if debiased
-                else "the representation has no variance"
-            )
-            raise ValueError(f"HSIC of {name} with itself is {value:.3g}, not positive: {why}")
-    return float(hxy) / (hxx**0.5 * hyy**0.5)
+def _feature_hsics(
+    x: torch.Tensor, y: torch.Tensor, debiased: bool
+) -> tuple[tuple[float, float, float], tuple[int, int]]:
+    """The three HSICs in feature space, from ``X'Y``, ``X'X``, ``Y'Y`` of the centred data (and
+    the squared row norms when debiased: :func:`repsim.measures.hsic.scaled_unbiased_hsic`), never
+    forming an ``n x n`` matrix. The products come from :func:`centred_products` (CPU data of
+    ordinary magnitude: two passes, no centred copy), else from the sides centred in full and
+    scaled by powers of two (every magnitude, every device): CKA is the same either way. Returns
+    the HSICs and the exponents of those scalings (``(0, 0)`` on the fast path)."""
+    products, exponents = centred_products(x, y, row_norms=debiased), (0, 0)
+    if products is None:
+        (xc, ex), (yc, ey) = centred_scaled(x, "X"), centred_scaled(y, "Y")
+        products, exponents = products_of_centred(xc, yc, row_norms=debiased), (ex, ey)
+    for name, constant in zip(("X", "Y"), is_constant(products, torch.finfo(x.dtype).eps)):
+        if constant:
+            raise ValueError(f"{name} is constant: every neuron has zero variance over the datapoints")
+    n, p = products.n, products
+    xy, xx, yy = (_squared_norm(s) for s in (p.sxy, p.sxx, p.syy))
+    if not debiased:
+        norm = hsic_normaliser(n, False)
+        return (xy / norm, xx / norm, yy / norm), exponents
+    saa, sbb, sab = p.row_norm_sums
+    big_a, big_b = float(torch.trace(p.sxx)), float(torch.trace(p.syy))
+    norm = hsic_normaliser(n, True)
+    hsics = (
+        float(scaled_unbiased_hsic(xy, sab, big_a, big_b, n)) / norm,
+        float(scaled_unbiased_hsic(xx, saa, big_a, big_a, n)) / norm,
+        float(scaled_unbiased_hsic(yy, sbb, big_b, big_b, n)) / norm,
+    )
+    return hsics, exponents
 
 
-def centred_pair(
-    X: Any, Y: Any, *, conv: str | None, dtype: torch.dtype, debiased: bool, measure: str
+def _squared_norm(s: torch.Tensor) -> float:
+    """``||S||_F^2`` (the entries are of ordinary magnitude here, scaled where they were not)."""
+    return float(torch.linalg.matrix_norm(s).square())
+
+
+#: Fewest datapoints of biased CKA: with 2, both centred sides are multiples of ``(1, -1)``
+#: and every CKA is 1, whatever the data.
+CKA_MIN_N = 3
+#: Fewest datapoints of the unbiased HSIC estimator (its normaliser is ``n (n - 3)``).
+DEBIASED_MIN_N = 4
+
+
+def checked_pair(
+    X: Any, Y: Any, *, conv: str | None, dtype: torch.dtype, debiased: bool, measure: str = "linear CKA"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate ``X``, ``Y`` (``n >= 4`` when debiased) and return them column-centred."""
-    x, y = as_pair(
+    """``X``, ``Y`` as 2-D tensors of ``dtype`` with at least :data:`CKA_MIN_N` datapoints
+    (:data:`DEBIASED_MIN_N` when debiased); finiteness is checked where the data are read."""
+    return as_pair(
         X,
         Y,
         conv=conv,
         dtype=dtype,
-        min_n=4 if debiased else 2,
+        min_n=DEBIASED_MIN_N if debiased else CKA_MIN_N,
         measure=_DEBIASED_NAME if debiased else measure,
+        check_finite=False,
     )
-    return centre(x, name="X"), centre(y, name="Y")
 
 
 def linear_cka(
@@ -282,8 +220,8 @@ def linear_cka(
         (0.42, -0.01)
     """
     measure = "debiased_cka" if debiased else "linear_cka"
-    xc, yc = centred_pair(X, Y, conv=conv, dtype=dtype, debiased=debiased, measure="linear CKA")
-    (hxy, hxx, hyy), used = _linear_hsics(xc, yc, debiased, form)
+    x, y = checked_pair(X, Y, conv=conv, dtype=dtype, debiased=debiased)
+    (hxy, hxx, hyy), used, _ = _linear_hsics(x, y, debiased, form)
     value = cka_ratio(hxy, hxx, hyy, debiased=debiased)
     return Similarity(
         value,
@@ -291,11 +229,32 @@ def linear_cka(
         conv=conv,
         form=used,
         debiased=debiased,
-        n=xc.shape[0],
-        dx=xc.shape[1],
-        dy=yc.shape[1],
+        n=x.shape[0],
+        dx=x.shape[1],
+        dy=y.shape[1],
         dtype=str(dtype).removeprefix("torch."),
     )
+
+
+class _ScaledSum:
+    """A sum of terms ``v 2^e`` kept as ``m 2^E``, ``E`` the largest exponent seen, so that no
+    term overflows or underflows whatever the magnitude of the data (exact rescalings)."""
+
+    def __init__(self) -> None:
+        self.mantissa, self.exponent = 0.0, None
+
+    def add(self, value: float, exponent: int) -> None:
+        if self.exponent is None or exponent > self.exponent:
+            if self.exponent is not None:
+                self.mantissa = math.ldexp(self.mantissa, self.exponent - exponent)
+            self.exponent = exponent
+        self.mantissa += math.ldexp(value, exponent - self.exponent)
+
+    @staticmethod
+    def cka(hxy: _ScaledSum, hxx: _ScaledSum, hyy: _ScaledSum) -> float:
+        """``hxy / sqrt(hxx hyy)`` of three sums (their common count cancels)."""
+        ratio = cka_ratio(hxy.mantissa, hxx.mantissa, hyy.mantissa, debiased=True)
+        return ratio * 2.0 ** (hxy.exponent - (hxx.exponent + hyy.exponent) / 2)
 
 
 def _row_batches(X: Any, Y: Any, batch_size: int, conv: str | None, dtype: torch.dtype) -> Iterable[tuple[Any, Any]]:
@@ -373,25 +332,26 @@ def minibatch_cka(
         if not (isinstance(batch_size, int) and batch_size >= 4):
             raise ValueError(f"batch_size must be an integer >= 4; got {batch_size!r}")
         batches, size = _row_batches(batches_or_X, Y, batch_size, conv, dtype), batch_size
-    sums, dims, n_used, n_dropped, count = [0.0, 0.0, 0.0], None, 0, 0, 0
+    sums, dims, n_used, n_dropped, count = [_ScaledSum(), _ScaledSum(), _ScaledSum()], None, 0, 0, 0
     for index, (xb, yb) in enumerate(tqdm(batches, disable=not progress, desc="minibatch CKA")):
         if size is not None and xb.shape[0] < 4:
             n_dropped += xb.shape[0]
             continue
         try:
-            xc, yc = centred_pair(xb, yb, conv=conv, dtype=dtype, debiased=True, measure="")
+            xc, yc = checked_pair(xb, yb, conv=conv, dtype=dtype, debiased=True)
+            hsics, _, (ex, ey) = _linear_hsics(xc, yc, True, "auto")
         except ValueError as err:
             raise ValueError(f"minibatch {index}: {err}") from None
         if dims is None:
             dims = (xc.shape[1], yc.shape[1])
         elif dims != (xc.shape[1], yc.shape[1]):
             raise ValueError(f"minibatch {index} has {xc.shape[1]}, {yc.shape[1]} neurons; earlier ones {dims}")
-        hsics, _ = _linear_hsics(xc, yc, True, "auto")
-        sums = [s + float(h) for s, h in zip(sums, hsics)]
+        for total, h, exponent in zip(sums, hsics, (2 * ex + 2 * ey, 4 * ex, 4 * ey)):
+            total.add(float(h), exponent)  # HSIC scales as the product of the two kernels' scales
         n_used, count = n_used + xc.shape[0], count + 1
     if count == 0:
         raise ValueError("minibatch_cka got no minibatch of at least 4 datapoints")
-    value = cka_ratio(*(s / count for s in sums), debiased=True)
+    value = _ScaledSum.cka(*sums)
     return Similarity(
         value,
         measure="minibatch_cka",

@@ -5,11 +5,19 @@ torch tensors (CPU or CUDA) and compute in float64 unless told otherwise. Convol
 activations ``(N, C, H, W)`` must be reduced by an explicit policy (see :data:`CONV_POLICIES`).
 Everything here raises :class:`ValueError` naming the problem; nothing returns NaN silently.
 
+**Every magnitude.** Every measure here is invariant to the scale of either side, so a side
+whose largest entry is outside ``2^-60 .. 2^60`` is scaled by a power of two (exactly: only the
+exponent changes) before anything is summed, so that its largest entry lies in ``[0.5, 1)``.
+Products of the data then neither overflow (data near ``1e300``) nor underflow (near
+``1e-300``), and the computation at any magnitude is the computation at magnitude 1, bit for
+bit up to the powers of two.
+
 Imports: nothing of ``repsim`` (numpy and torch only).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -46,15 +54,15 @@ def to_tensor(x: Any, *, name: str = "X", dtype: torch.dtype = torch.float64) ->
     return t.to(dtype)
 
 
-def count_non_finite(t: torch.Tensor) -> int:
-    """Number of NaN or infinite entries of ``t``.
-
-    Fast path: a finite sum (one pass, no temporary) proves every entry finite; only otherwise
-    (a bad entry, or a sum that overflowed) are the entries tested one by one.
-    """
-    if t.is_floating_point() and bool(torch.isfinite(t.sum())):
-        return 0
-    return int((~torch.isfinite(t)).sum())
+def finite_max_abs(t: torch.Tensor, name: str = "X") -> float:
+    """``max |t|``, after checking in the same pass that every entry is finite (``ValueError``
+    counting the NaN and infinite entries otherwise): one ``aminmax``, whose extremes are NaN or
+    infinite exactly when some entry is."""
+    low, high = torch.aminmax(t)
+    low, high = float(low), float(high)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{name} contains {int((~torch.isfinite(t)).sum())} NaN or infinite value(s)")
+    return max(-low, high)
 
 
 def max_abs(t: torch.Tensor) -> float:
@@ -113,9 +121,7 @@ def as_representation(
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
     if check_finite:
-        bad = count_non_finite(t)
-        if bad:
-            raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+        finite_max_abs(t, name)
     return t
 
 
@@ -127,14 +133,17 @@ def as_pair(
     dtype: torch.dtype = torch.float64,
     min_n: int = 2,
     measure: str = "this measure",
+    check_finite: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate two representations of the same datapoints; return 2-D tensors on one device.
 
     Checks what :func:`as_representation` checks, plus: equal numbers of datapoints, at least
     ``min_n`` of them, both on the same device (the device of ``x`` wins for numpy ``y``).
+    ``check_finite=False`` leaves the check for NaN and infinities to the caller, who reads the
+    data anyway (:func:`finite_max_abs`).
     """
-    tx = as_representation(x, name="X", conv=conv, dtype=dtype)
-    ty = as_representation(y, name="Y", conv=conv, dtype=dtype)
+    tx = as_representation(x, name="X", conv=conv, dtype=dtype, check_finite=check_finite)
+    ty = as_representation(y, name="Y", conv=conv, dtype=dtype, check_finite=check_finite)
     if tx.shape[0] != ty.shape[0]:
         raise ValueError(
             f"X and Y must describe the same datapoints: X has {tx.shape[0]} rows, Y has"
@@ -150,13 +159,66 @@ def as_pair(
     return tx, ty
 
 
-def centre(t: torch.Tensor, *, name: str = "X") -> torch.Tensor:
-    """Subtract the column means of ``t`` ``(n, d)``: ``t - 1 mean(t)``.
+#: Data whose largest entry is within ``2^-SAFE_EXPONENT .. 2^SAFE_EXPONENT`` are not scaled: no
+#: product of the measures (up to fourth powers of the data, summed over ``n d^2`` terms) can
+#: overflow or underflow there, and scaling by a power of two would change no result.
+SAFE_EXPONENT = 60
+
+
+def normalising_exponent(largest: float) -> int:
+    """The exponent to scale data with ``max|t| = largest`` by (:func:`scale_exponent`'s), or 0
+    within the safe range :data:`SAFE_EXPONENT`.
+
+    Examples:
+        >>> normalising_exponent(3.0), normalising_exponent(1e300), normalising_exponent(1e-300)
+        (0, 997, -996)
+    """
+    exponent = math.frexp(largest)[1]
+    return exponent if abs(exponent) > SAFE_EXPONENT else 0
+
+
+def scale_exponent(t: torch.Tensor) -> int:
+    """The exponent to scale ``t`` by (:func:`normalising_exponent` of ``max|t|``).
+
+    Examples:
+        >>> scale_exponent(torch.tensor([3.0, -0.5])), scale_exponent(torch.tensor([1e300], dtype=torch.float64))
+        (0, 997)
+    """
+    return normalising_exponent(max_abs(t))
+
+
+def scale_(t: torch.Tensor, exponent: int) -> torch.Tensor:
+    """Multiply ``t`` by ``2^-exponent`` in place and return it: exact (a power of two), applied
+    in two halves so that the factor itself never overflows."""
+    half = exponent // 2
+    return t.mul_(2.0 ** (-half)).mul_(2.0 ** (half - exponent))
+
+
+def shares_memory(t: torch.Tensor, source: Any) -> bool:
+    """Whether ``t`` may share memory with ``source`` (the data as the caller gave it), so that
+    changing ``t`` in place would change the caller's data."""
+    if isinstance(source, torch.Tensor):
+        return t.device == source.device and t.untyped_storage().data_ptr() == source.untyped_storage().data_ptr()
+    if isinstance(source, np.ndarray):
+        return t.device.type == "cpu" and np.shares_memory(t.numpy(), source)
+    return False
+
+
+def centre(t: torch.Tensor, *, name: str = "X", exponent: int = 0, in_place: bool = False) -> torch.Tensor:
+    """Subtract the column means of ``t`` ``(n, d)``: ``t - 1 mean(t)``, after scaling ``t`` by
+    ``2^-exponent`` (exact; ``exponent=scale_exponent(t)`` brings an extreme ``max|t|`` into
+    ``[0.5, 1)``, see the module docstring, for measures that do not depend on a side's scale). With ``in_place``
+    (for a ``t`` the caller owns, e.g. a cast copy) ``t`` itself is changed and returned, else one
+    new tensor is.
 
     Raises ``ValueError`` if the representation is constant, i.e. every centred entry is at the
     rounding level of the data (``max|c| <= 64 eps max|t|``).
     """
-    c = t - t.mean(dim=0, keepdim=True)
-    if max_abs(c) <= 64 * torch.finfo(t.dtype).eps * max_abs(t):
+    c = t if in_place else t.clone()
+    if exponent:
+        scale_(c, exponent)
+    largest = max_abs(c)
+    c -= c.mean(dim=0, keepdim=True)
+    if max_abs(c) <= 64 * torch.finfo(t.dtype).eps * largest:
         raise ValueError(f"{name} is constant: every neuron has zero variance over the datapoints")
     return c

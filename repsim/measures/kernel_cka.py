@@ -10,12 +10,16 @@ outside :mod:`repsim.measures`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from repsim.measures.cka import centred_pair, cka_ratio, gram_hsics, symmetric_product
+from repsim.measures.cka import centred_scaled, checked_pair
+from repsim.measures.hsic import cka_ratio, gram_hsics
+from repsim.measures.inputs import scale_
+from repsim.measures.products import gram
 from repsim.measures.result import Similarity
 
 #: Named kernels of :func:`kernel_cka` (a callable kernel is accepted too).
@@ -28,7 +32,7 @@ GramFn = Callable[[torch.Tensor], torch.Tensor]
 
 def _sq_distances(xc: torch.Tensor) -> torch.Tensor:
     """``(n, n)`` squared Euclidean distances between the rows of ``xc`` (zero diagonal, >= 0)."""
-    dist = symmetric_product(xc.T)
+    dist = gram(xc.T)
     sq = dist.diagonal().clone()
     dist.mul_(-2.0).add_(sq[:, None]).add_(sq[None, :])
     return dist.clamp_(min=0).fill_diagonal_(0)
@@ -146,19 +150,21 @@ def kernel_cka(
         raise ValueError(f"kernel must be one of {KERNELS} or a callable; got {kernel!r}")
     if sigma is not None and kernel != "rbf":
         raise ValueError(f"sigma applies to the RBF kernel only; got kernel={kernel!r}")
-    xc, yc = centred_pair(X, Y, conv=conv, dtype=dtype, debiased=debiased, measure="kernel CKA")
+    x, y = checked_pair(X, Y, conv=conv, dtype=dtype, debiased=debiased, measure="kernel CKA")
+    (xc, ex), (yc, ey) = centred_scaled(x, "X"), centred_scaled(y, "Y")
     details: dict[str, Any] = {"debiased": debiased, "n": xc.shape[0]}
-    if callable(kernel):
-        gx, gy = _callable_gram(kernel, xc, "X"), _callable_gram(kernel, yc, "Y")
+    if callable(kernel):  # the user's kernel sees the centred data in their own units
+        gx = _callable_gram(kernel, scale_(xc, -ex), "X")
+        gy = _callable_gram(kernel, scale_(yc, -ey), "Y")
         details["kernel"] = getattr(kernel, "__name__", repr(kernel))
     elif kernel == "linear":
-        gx, gy = symmetric_product(xc.T), symmetric_product(yc.T)
+        gx, gy = gram(xc.T), gram(yc.T)
         details["kernel"] = "linear"
-    else:
-        sigma_x, sigma_y = _pair_sigmas(sigma)
+    else:  # bandwidths in the data's units, applied to the sides as scaled by 2^-ex, 2^-ey
+        sigma_x, sigma_y = (None if s is None else math.ldexp(s, -e) for s, e in zip(_pair_sigmas(sigma), (ex, ey)))
         gx, sigma_x = _rbf_gram(xc, sigma_x, sigma_factor, "X")
         gy, sigma_y = _rbf_gram(yc, sigma_y, sigma_factor, "Y")
-        details.update(kernel="rbf", sigma_x=sigma_x, sigma_y=sigma_y)
+        details.update(kernel="rbf", sigma_x=math.ldexp(sigma_x, ex), sigma_y=math.ldexp(sigma_y, ey))
         if sigma is None:
             details.update(sigma_method=sigma_method, sigma_factor=sigma_factor)
     value = cka_ratio(*gram_hsics(gx, gy, debiased), debiased=debiased)

@@ -9,8 +9,12 @@ from typing import Any
 
 import torch
 
-from repsim.measures.inputs import as_pair, centre
+from repsim.measures.inputs import as_pair, centre, scale_exponent, shares_memory
 from repsim.measures.result import Similarity
+
+#: Fewest datapoints: with 2, both centred unit-norm sides are ``(1, -1)/sqrt(2)`` times a unit
+#: vector, and the distance is 0 whatever the data.
+PROCRUSTES_MIN_N = 3
 
 
 def _row_space_factor(t: torch.Tensor) -> torch.Tensor:
@@ -72,8 +76,10 @@ def procrustes(
         >>> round(abs(float(d)), 6), round(d.details["similarity"], 6)
         (0.0, 1.0)
     """
-    x, y = as_pair(X, Y, conv=conv, dtype=dtype, measure="Procrustes distance")
-    xc, yc = centre(x, name="X"), centre(y, name="Y")
+    x, y = as_pair(X, Y, conv=conv, dtype=dtype, min_n=PROCRUSTES_MIN_N, measure="Procrustes distance")
+    # the distance does not depend on a side's scale: centre each scaled into [0.5, 1) (exact)
+    xc = centre(x, name="X", exponent=scale_exponent(x), in_place=not shares_memory(x, X))
+    yc = centre(y, name="Y", exponent=scale_exponent(y), in_place=not shares_memory(y, Y))
     xn = _row_space_factor(xc / torch.linalg.matrix_norm(xc))
     yn = _row_space_factor(yc / torch.linalg.matrix_norm(yc))
     nuclear = float(torch.linalg.svdvals(xn.T @ yn).sum())

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from repsim.measures.inputs import as_pair, centre
+from repsim.measures.inputs import as_pair, centre, scale_, scale_exponent, shares_memory
 from repsim.measures.result import Similarity
 
 #: Dissimilarities between datapoints for the RDMs.
@@ -130,6 +130,10 @@ def rsa(
             f" (~{4 * x.shape[0] ** 2 * x.element_size() / 1e9:.1f} GB); pass a larger max_n or"
             " subsample the datapoints"
         )
+    # RSA does not depend on a side's scale: bring each into [0.5, 1) first (exact), so that
+    # squared distances and norms neither overflow nor underflow at any magnitude
+    x = scale_(x.clone() if shares_memory(x, X) else x, scale_exponent(x))
+    y = scale_(y.clone() if shares_memory(y, Y) else y, scale_exponent(y))
     a = _upper_triangle(rdm(x, metric, name="X"))
     b = _upper_triangle(rdm(y, metric, name="Y"))
     if compare == "spearman":

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import pdist, squareform
 
 import repsim
-from repsim.measures.cka import linear_cka, linear_cka_form, minibatch_cka, symmetric_product
+from repsim.measures.cka import linear_cka, linear_cka_form, minibatch_cka
 from repsim.measures.kernel_cka import kernel_cka, median_bandwidth
+from repsim.measures.products import cross_product, gram
 
 TIGHT = 1e-10
 
@@ -211,9 +212,13 @@ def test_independent_gaussians_debiased_near_zero_biased_near_d_over_n_plus_d():
 
 
 @pytest.mark.parametrize("d", [100, 600, 2100])
-def test_symmetric_product_equals_the_full_product(rng, d):
+def test_the_symmetric_products_equal_the_full_products(rng, d):
     a = torch.from_numpy(rng.normal(size=(50, d)))
-    assert torch.allclose(symmetric_product(a), a.T @ a, rtol=0, atol=1e-12)
+    b = torch.from_numpy(rng.normal(size=(50, 7)))
+    full = a.T @ a
+    assert torch.allclose(gram(a), full, rtol=0, atol=1e-12) and torch.equal(gram(a), gram(a).T)
+    assert torch.allclose(gram(a[:, :30].T), a[:, :30] @ a[:, :30].T, rtol=0, atol=1e-12)  # a transposed view
+    assert torch.allclose(cross_product(a, b), a.T @ b, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("debiased", [False, True])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import repsim
-from repsim.measures.streaming import MomentAccumulator, StreamingCCA, StreamingCKA
+from repsim.measures import MomentAccumulator, StreamingCCA, StreamingCKA
 
 N = 240
 
