@@ -13,10 +13,15 @@ matrices ``Xc'Xc``, ``Yc'Yc``, ``Xc'Yc`` and their Cholesky factors
 (:mod:`repsim.measures.canonical_gram`: the products any exact method computes, plus ``O(d^3)``),
 taken only where a bound computed from the factors certifies every coefficient to ``1e-10``.
 Elsewhere (ill-conditioned sides, fewer than two datapoints per neuron) they come from the QR
-route below, whose error grows like ``eps cond`` instead of ``eps cond^2``. ``.details`` names
-the route (``"cholesky"`` or ``"qr"``) and its ``error_bound``. Every side is scaled by a power of
-two before anything is summed (:func:`repsim.measures.inputs.centre`), so the values at
-magnitudes ``1e-300`` and ``1e300`` are those at 1.
+route below, whose error grows like ``eps cond`` instead of ``eps cond^2``. On either route the
+coefficients are the singular values of a small matrix ``Qx'Qy``, taken from the eigenvalues of
+its Gram matrix (a third of the SVD's time) where those are certified to the same accuracy, else
+from its SVD (:func:`~repsim.measures.canonical_bases.certified_singular_values`). ``.details``
+names the route (``"cholesky"`` or ``"qr"``) and its ``error_bound``: on every coefficient for
+:func:`cca` and :func:`pwcca`, on the value (a mean) for :func:`mean_cca` and :func:`svcca`.
+Every side is scaled by a power of two before anything is summed
+(:func:`repsim.measures.inputs.centre`), so the values at magnitudes ``1e-300`` and ``1e300``
+are those at 1.
 
 **The QR route** (never by inverting covariance matrices). Each centred side is
 factorised by Householder QR, ``Xc = Q R`` (``R`` upper triangular, ``Q`` never formed). Its
@@ -63,11 +68,11 @@ import torch
 from repsim.measures.canonical_bases import (
     SideBasis,
     certified_full_rank,
+    certified_singular_values,
     check_keep,
     check_rtol,
     default_rtol,
     side_from_spectrum,
-    singular_values,
 )
 from repsim.measures.canonical_gram import (
     CHEAP_ROUTE_MAX_ERROR,
@@ -198,26 +203,55 @@ def _centred_in_full(t: torch.Tensor, given: Any, name: str) -> torch.Tensor:
 
 
 def _check_not_trivial(dims_x: int, dims_y: int, n: int, *, what: str = "rank") -> None:
-    """Raise when a side spans all ``n - 1`` centred dimensions (every coefficient would be 1)."""
+    """Raise when a side spans all ``n - 1`` centred dimensions (every coefficient would be 1),
+    with advice that never names the raising measure: SVCCA (``"kept dims"``) keeps fewer."""
     if max(dims_x, dims_y) >= n - 1:
+        fewer = "Use svcca (it keeps fewer directions)" if what == "rank" else "Keep fewer directions (a smaller keep)"
         raise ValueError(
             f"CCA is trivially 1 here: {what}_x={dims_x}, {what}_y={dims_y} but n={n} centred"
             f" datapoints span at most n - 1 = {n - 1} dimensions, and a side of {what} >= n - 1"
-            " contains the other. Use svcca (keeps fewer directions) or more datapoints"
+            f" contains the other. {fewer} or use more datapoints"
         )
 
 
+@dataclass(frozen=True)
+class _Correlations:
+    """Canonical correlations ``rho`` (descending), with ``vectors`` the singular vectors ``p``
+    ``(kx, k)`` and ``qh`` ``(k, ky)`` of ``Qx'Qy = P diag(rho) Qh``, and ``error``: the bound on
+    every coefficient's error, or on their mean's (the bases' rounding plus the singular
+    values')."""
+
+    rho: torch.Tensor
+    p: torch.Tensor | None
+    qh: torch.Tensor | None
+    error: float
+
+
 def _correlations(
-    problem: _Problem, side_x: SideBasis, side_y: SideBasis, *, vectors: bool
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Canonical correlations (descending) of two sides, and with ``vectors`` the singular
-    vectors ``P`` ``(kx, k)`` and ``Qh`` ``(k, ky)`` of ``Qx'Qy = P diag(rho) Qh``."""
+    problem: _Problem, side_x: SideBasis, side_y: SideBasis, *, vectors: bool = False, mean: bool = False
+) -> _Correlations:
+    """The canonical correlations of two sides: the singular values of ``Qx'Qy``, by the
+    eigenvalues of its Gram matrix where that keeps the total error (``mean``: of their mean)
+    within :data:`~repsim.measures.canonical_gram.CHEAP_ROUTE_MAX_ERROR`
+    (:func:`~repsim.measures.canonical_bases.certified_singular_values`), else by its SVD."""
     m = problem.cross(side_x, side_y)
+    rounding = side_x.rounding + side_y.rounding
     if vectors:
         p, rho, qh = torch.linalg.svd(m, full_matrices=False)
+        error = rounding + min(m.shape) * torch.finfo(m.dtype).eps * float(rho.max())
     else:
-        p, rho, qh = None, singular_values(m), None
-    return _clip_rounding(rho, side_x.rounding + side_y.rounding), p, qh
+        (rho, values_error), p, qh = (
+            certified_singular_values(m, CHEAP_ROUTE_MAX_ERROR - rounding, mean=mean),
+            None,
+            None,
+        )
+        error = rounding + values_error
+    return _Correlations(_clip_rounding(rho, error), p, qh, error)
+
+
+def _details(problem: _Problem, side_x: SideBasis, side_y: SideBasis, found: _Correlations) -> dict[str, Any]:
+    """``route`` and ``error_bound`` (the coefficients' total error bound)."""
+    return {**problem.details(side_x, side_y), "error_bound": found.error}
 
 
 def _clip_rounding(rho: torch.Tensor, bound: float) -> torch.Tensor:
@@ -237,25 +271,26 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return out
 
 
-def cca_of(problem: _Problem, *, rtol: float | None = None, conv: str | None = None) -> CCAResult:
-    """:func:`cca` of a prepared problem (in-memory data or streamed moments)."""
+def cca_of(problem: _Problem, *, rtol: float | None = None, conv: str | None = None, mean: bool = False) -> CCAResult:
+    """:func:`cca` of a prepared problem (in-memory data or streamed moments); ``details``'
+    ``error_bound`` bounds every coefficient's error (``mean``: only their mean's)."""
     check_rtol(rtol)
     side_x, side_y = problem.side(0, rtol, None), problem.side(1, rtol, None)
     _check_not_trivial(side_x.rank, side_y.rank, problem.n)
-    rho, _, _ = _correlations(problem, side_x, side_y, vectors=False)
+    found = _correlations(problem, side_x, side_y, mean=mean)
     return CCAResult(
-        _to_numpy(rho),
+        _to_numpy(found.rho),
         rank_x=side_x.rank,
         rank_y=side_y.rank,
         n=problem.n,
         conv=conv,
-        details=problem.details(side_x, side_y),
+        details=_details(problem, side_x, side_y, found),
     )
 
 
 def mean_cca_of(problem: _Problem, *, rtol: float | None = None, conv: str | None = None, **extra: Any) -> Similarity:
     """:func:`mean_cca` of a prepared problem."""
-    result = cca_of(problem, rtol=rtol, conv=conv)
+    result = cca_of(problem, rtol=rtol, conv=conv, mean=True)
     return Similarity(
         float(result),
         measure="mean_cca",
@@ -281,9 +316,9 @@ def svcca_of(
     check_rtol(rtol)
     side_x, side_y = problem.side(0, rtol, keep), problem.side(1, rtol, keep)
     _check_not_trivial(side_x.dims, side_y.dims, problem.n, what="kept dims")
-    rho, _, _ = _correlations(problem, side_x, side_y, vectors=False)
+    found = _correlations(problem, side_x, side_y, mean=True)
     return Similarity(
-        float(rho.mean()),
+        float(found.rho.mean()),
         measure="svcca",
         conv=conv,
         keep=keep,
@@ -292,7 +327,7 @@ def svcca_of(
         rank_x=side_x.rank,
         rank_y=side_y.rank,
         n=problem.n,
-        **problem.details(side_x, side_y),
+        **_details(problem, side_x, side_y, found),
         **extra,
     )
 
@@ -320,7 +355,8 @@ def pwcca_of(
     check_rtol(rtol)
     side_x, side_y = problem.side(0, rtol, None), problem.side(1, rtol, None)
     _check_not_trivial(side_x.rank, side_y.rank, problem.n)
-    rho, p, qh = _correlations(problem, side_x, side_y, vectors=True)
+    found = _correlations(problem, side_x, side_y, vectors=True)
+    rho, p, qh = found.rho, found.p, found.qh
     from_x = float(projection_weights(p, side_x.f) @ rho)
     details: dict[str, Any] = {"weights_from": "X"}
     value = from_x
@@ -337,7 +373,7 @@ def pwcca_of(
         rank_y=side_y.rank,
         n=problem.n,
         **details,
-        **problem.details(side_x, side_y),
+        **_details(problem, side_x, side_y, found),
         **extra,
     )
 

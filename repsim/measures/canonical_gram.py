@@ -50,7 +50,7 @@ CHEAP_ROUTE_MAX_ERROR = 1e-10
 #: Datapoints per neuron below which the in-memory measures do not try the Cholesky route (the
 #: products would cost as much as the QR route, and such data are rarely well conditioned).
 MIN_DATAPOINTS_PER_NEURON = 2
-_POWER_STEPS, _POWER_BLOCK, _SAFETY = 5, 4, 2.0
+_POWER_STEPS, _POWER_BLOCK, _SAFETY = 3, 4, 2.0
 
 
 def _orthonormal(v: torch.Tensor) -> torch.Tensor:

@@ -77,50 +77,129 @@ def centred_products(x: torch.Tensor, y: torch.Tensor, *, row_norms: bool = Fals
     ``y`` are CPU tensors of ordinary magnitude (then the caller centres the data in full, scaled
     as :func:`repsim.measures.inputs.centre` does, and checks them there).
 
-    Two passes over the data, the least any exact method makes: the column means (whose
-    finiteness proves every entry finite), then, block by block of :data:`ROWS_PER_BLOCK` rows,
-    each block centred into a buffer that stays in cache and its products added up (BLAS's
-    symmetric update for ``Sxx`` and ``Syy``): the centred data never exist in full, and the data
-    are read from memory once for all three products. Centring at the exact means keeps the
-    accuracy of explicit centring, however large the means. Data so large or small that a
-    product could overflow or underflow are left to the caller (the Gram diagonals tell).
+    One pass over the data where it can be certified (:func:`shifted_products`), else two
+    (:func:`two_pass_products`, always for the row norms of debiased CKA: corrected row norms
+    would need four more vector products per block, slower than the pass for the exact means). In
+    both, block by block of :data:`ROWS_PER_BLOCK` rows, each block shifted into a buffer that
+    stays in cache and its products added up (BLAS's symmetric update for ``Sxx`` and ``Syy``):
+    the centred data never exist in full. Data so large or small
+    that a product could overflow or underflow are left to the caller (the Gram diagonals tell;
+    a NaN or infinity makes them NaN or infinite).
     """
     if x.device.type != "cpu" or y.device.type != "cpu":
         return None
     xn, yn = _as_numpy(x), _as_numpy(y)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # extremes are told below
+        products = (None if row_norms else shifted_products(xn, yn)) or two_pass_products(xn, yn, row_norms=row_norms)
+    if products is None or not all(_ordinary(np.diagonal(s)) for s in (products.sxx, products.syy)):
+        return None
+    return products
+
+
+def _blocks(n: int, rows: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of equal blocks of at most ``rows`` rows (no small last block)."""
+    count = -(-n // rows)
+    edges = [n * i // count for i in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _wrap(n, mean_x, mean_y, sxx, syy, sxy, norms) -> CentredProducts:
+    as_torch = torch.from_numpy
+    sums = None if norms is None else tuple(float(v) for v in norms)
+    return CentredProducts(n, as_torch(mean_x), as_torch(mean_y), as_torch(sxx), as_torch(syy), as_torch(sxy), sums)
+
+
+def two_pass_products(xn: np.ndarray, yn: np.ndarray, *, row_norms: bool = False) -> CentredProducts | None:
+    """The column means first (``None`` if not finite), then each block centred at them and its
+    products added up: the textbook two-pass algorithm, as accurate as explicit centring however
+    large the means."""
     mx, my = xn.mean(axis=0), yn.mean(axis=0)
     if not (np.isfinite(mx).all() and np.isfinite(my).all()):
         return None
-    n, dx, dy = xn.shape[0], xn.shape[1], yn.shape[1]
-    sxx, syy, sxy = np.zeros((dx, dx), xn.dtype), np.zeros((dy, dy), xn.dtype), np.zeros((dx, dy), xn.dtype)
+    dx, dy, dtype = xn.shape[1], yn.shape[1], xn.dtype
+    sxx, syy, sxy = np.zeros((dx, dx), dtype), np.zeros((dy, dy), dtype), np.zeros((dx, dy), dtype)
     norms = np.zeros(3) if row_norms else None
-    rows = min(ROWS_PER_BLOCK, n)
-    bx, by = np.empty((rows, dx), xn.dtype), np.empty((rows, dy), yn.dtype)
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # extremes are told below
-        _accumulate(xn, yn, mx, my, (bx, by), (sxx, syy, sxy), norms)
-    if not all(_ordinary(np.diagonal(s)) for s in (sxx, syy)):
-        return None
-    as_torch = torch.from_numpy
-    sums = None if norms is None else tuple(float(v) for v in norms)
-    return CentredProducts(n, as_torch(mx), as_torch(my), as_torch(sxx), as_torch(syy), as_torch(sxy), sums)
-
-
-def _accumulate(xn, yn, mx, my, buffers, sums, norms) -> None:
-    """Add the products of each block of rows, centred into ``buffers``, to ``sums`` (and the
-    row-norm sums to ``norms``)."""
-    (bx, by), (sxx, syy, sxy) = buffers, sums
-    n, blocks = xn.shape[0], -(-xn.shape[0] // bx.shape[0])
-    edges = [n * i // blocks for i in range(blocks + 1)]  # equal blocks: no small last one
-    for start, stop in zip(edges[:-1], edges[1:]):
-        k = stop - start
-        cx = np.subtract(xn[start:stop], mx, out=bx[:k])
-        cy = np.subtract(yn[start:stop], my, out=by[:k])
+    rows = min(ROWS_PER_BLOCK, xn.shape[0])
+    bx, by = np.empty((rows, dx), dtype), np.empty((rows, dy), dtype)
+    for start, stop in _blocks(xn.shape[0], rows):
+        cx = np.subtract(xn[start:stop], mx, out=bx[: stop - start])
+        cy = np.subtract(yn[start:stop], my, out=by[: stop - start])
         sxx += cx.T @ cx
         syy += cy.T @ cy
         sxy += cx.T @ cy
         if norms is not None:
             a, b = np.einsum("ij,ij->i", cx, cx), np.einsum("ij,ij->i", cy, cy)
             norms += (a @ a, b @ b, a @ b)
+    return _wrap(xn.shape[0], mx, my, sxx, syy, sxy, norms)
+
+
+#: Rows of the strided sample that decides each side's shift in :func:`shifted_products`.
+SHIFT_SAMPLE_ROWS = 256
+#: The most that :func:`shifted_products` lets its correction amplify rounding errors: every
+#: column's ``C_jj / S_jj`` (shifted over centred sum of squares) stays at or below it (checked).
+MAX_AMPLIFICATION = 16.0
+
+
+def _side_shift(sample: np.ndarray) -> np.ndarray | None:
+    """The shift of one side: ``None`` (the data as they are, no copy) where the sample's mean
+    is small beside its spread, ``m_j^2 <= 3 v_j`` for every column (so ``C_jj / S_jj`` is near
+    ``1 + m^2 / v <= 4``), else the sample's mean."""
+    mean = sample.mean(axis=0)
+    return None if (mean * mean <= 3 * sample.var(axis=0)).all() else mean
+
+
+def _shifted_block(data: np.ndarray, shift: np.ndarray | None, buffer: np.ndarray | None) -> np.ndarray:
+    """``data - shift`` ``(k, d)`` in ``buffer`` (the rows themselves, a view, without a shift)."""
+    return data if shift is None else np.subtract(data, shift, out=buffer[: data.shape[0]])
+
+
+def shifted_products(xn: np.ndarray, yn: np.ndarray) -> CentredProducts | None:
+    """The centred products in one pass over the data, or ``None`` where the pass cannot certify
+    them (then :func:`two_pass_products` is used).
+
+    A strided sample of at most :data:`SHIFT_SAMPLE_ROWS` rows (near the mean for any order of
+    the rows) decides each side's shift ``s`` (:func:`_side_shift`: none, or the sample's mean,
+    subtracted block by block into a buffer that stays in cache). With ``c_i = x_i - s`` and
+    ``e_i = y_i - t``, the blocks add up ``Cxx = sum c c'``, ``Cyy``, ``Cxy`` and the column sums
+    (``1'c``, a BLAS call on the block in cache), and the sums are corrected with
+    ``delta = mean - s = sum c / n`` (the corrected two-pass algorithm of Chan, Golub & LeVeque
+    1983, with a shift for its first pass)::
+
+        Sxx = Cxx - n delta delta',   Sxy = Cxy - n delta eps',   mean = s + delta
+
+    Each entry's rounding error is then at most ``sqrt(C_jj C_kk / (S_jj S_kk))`` times that of
+    centring at the exact mean; the route is taken only where every ``C_jj / S_jj <=``
+    :data:`MAX_AMPLIFICATION` (``n delta_j^2 <= (1 - 1/16) C_jj``).
+    """
+    n, dtype = xn.shape[0], xn.dtype
+    step = -(-n // SHIFT_SAMPLE_ROWS)
+    samples = xn[::step], yn[::step]
+    if not all(np.isfinite(sample).all() for sample in samples):
+        return None
+    shifts = [_side_shift(sample) for sample in samples]
+    rows = min(ROWS_PER_BLOCK, n)
+    buffers = [None if s is None else np.empty((rows, data.shape[1]), dtype) for s, data in zip(shifts, (xn, yn))]
+    cxx, cyy, cxy = (
+        np.zeros(shape, dtype) for shape in ((xn.shape[1],) * 2, (yn.shape[1],) * 2, (xn.shape[1], yn.shape[1]))
+    )
+    sum_c, sum_e, ones = np.zeros(xn.shape[1]), np.zeros(yn.shape[1]), np.ones(rows, dtype)
+    for start, stop in _blocks(n, rows):
+        c = _shifted_block(xn[start:stop], shifts[0], buffers[0])
+        e = _shifted_block(yn[start:stop], shifts[1], buffers[1])
+        cxx += c.T @ c
+        cyy += e.T @ e
+        cxy += c.T @ e
+        sum_c += ones[: stop - start] @ c
+        sum_e += ones[: stop - start] @ e
+    delta, eps = sum_c / n, sum_e / n
+    for shift_error, c in ((delta, cxx), (eps, cyy)):
+        if not (MAX_AMPLIFICATION * n * shift_error * shift_error <= (MAX_AMPLIFICATION - 1) * np.diagonal(c)).all():
+            return None
+    sxx = (cxx - n * np.outer(delta, delta)).astype(dtype, copy=False)
+    syy = (cyy - n * np.outer(eps, eps)).astype(dtype, copy=False)
+    sxy = (cxy - n * np.outer(delta, eps)).astype(dtype, copy=False)
+    means = [(d if s is None else s + d).astype(dtype) for s, d in zip(shifts, (delta, eps))]
+    return _wrap(n, *means, sxx, syy, sxy, None)
 
 
 def _ordinary(diagonal: np.ndarray) -> bool:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import repsim
 from repsim.measures import MEASURES, StreamingCCA, StreamingCKA, canonical_gram, minibatch_cka
+from repsim.measures.products import centred_products
 
 
 def related_pair(seed: int, n: int = 80, dx: int = 6, dy: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -144,9 +146,16 @@ def test_the_cholesky_route_is_within_its_certified_bound_of_60_digits():
     assert np.abs(result.coefficients - reference_cca(x, y)).max() <= result.details["error_bound"] <= 1e-10
 
 
+def cholesky_route_bound(x: np.ndarray, y: np.ndarray) -> float:
+    """The bound that decides the route: that of the certified Cholesky factors."""
+    p = centred_products(torch.from_numpy(x), torch.from_numpy(y))
+    return canonical_gram.certified_cholesky(p.n, p.sxx, p.syy).bound
+
+
 def test_the_switch_is_at_its_threshold(monkeypatch):
     x, y = related_pair(3, n=200)
-    bound = repsim.mean_cca(x, y).details["error_bound"]
+    bound = cholesky_route_bound(x, y)
+    assert bound <= repsim.mean_cca(x, y).details["error_bound"]  # which adds the singular values' error
     for threshold, route in ((bound * (1 + 1e-9), "cholesky"), (bound * (1 - 1e-9), "qr")):
         monkeypatch.setattr(repsim.measures.canonical, "CHEAP_ROUTE_MAX_ERROR", threshold)
         assert repsim.mean_cca(x, y).details["route"] == route

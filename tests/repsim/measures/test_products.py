@@ -1,0 +1,101 @@
+"""The centred products in one pass (shifted, corrected, certified) and the certified singular
+values: both against an exact reference, both falling back where they cannot certify."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from repsim.measures import products
+from repsim.measures.canonical_bases import certified_singular_values, singular_values
+
+
+def exact_centred_products(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``Xc'Xc``, ``Yc'Yc``, ``Xc'Yc`` in extended precision, centred at ``math.fsum`` means."""
+    mx = np.array([math.fsum(column) / len(column) for column in x.T], dtype=np.longdouble)
+    my = np.array([math.fsum(column) / len(column) for column in y.T], dtype=np.longdouble)
+    xc, yc = x.astype(np.longdouble) - mx, y.astype(np.longdouble) - my
+    return xc.T @ xc, yc.T @ yc, xc.T @ yc
+
+
+def relative_errors(found: products.CentredProducts, exact: tuple[np.ndarray, ...]) -> list[float]:
+    return [
+        float(np.abs(got.numpy() - want).max() / np.abs(want).max())
+        for got, want in zip((found.sxx, found.syy, found.sxy), exact)
+    ]
+
+
+def pair(rng: np.random.Generator, offset: float, n: int = 6000, sort: bool = False) -> tuple[np.ndarray, ...]:
+    x = rng.standard_normal((n, 12)) * rng.uniform(0.1, 3.0, 12) + offset
+    y = np.maximum(x @ rng.standard_normal((12, 9)) + 1.0, 0.0)
+    order = np.argsort(x[:, 0]) if sort else slice(None)
+    return x[order], y[order]
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.0, 1e3, 1e6])
+@pytest.mark.parametrize("sort", [False, True])
+def test_one_pass_equals_exact_centring(offset, sort):
+    x, y = pair(np.random.default_rng(0), offset, sort=sort)
+    found = products.shifted_products(x, y)
+    assert found is not None
+    assert max(relative_errors(found, exact_centred_products(x, y))) < 1e-14
+    np.testing.assert_allclose(found.mean_x.numpy(), x.mean(axis=0), rtol=1e-12)
+
+
+def test_data_with_a_small_mean_are_not_copied_and_a_large_mean_is_shifted():
+    rng = np.random.default_rng(1)
+    centred = rng.standard_normal((500, 4))
+    assert products._side_shift(centred) is None
+    assert products._side_shift(centred + 10.0) == pytest.approx((centred + 10.0).mean(axis=0))
+
+
+def test_a_misleading_sample_falls_back_to_two_passes():
+    """Every sampled row is +-1000 (mean 0: no shift) while the others sit at 1e4: the correction
+    would amplify rounding 30-fold, so the one pass is refused and two passes give the products."""
+    n = 8192
+    step = -(-n // products.SHIFT_SAMPLE_ROWS)
+    rng = np.random.default_rng(2)
+    x = 1e4 + rng.standard_normal((n, 3))
+    x[::step] = 1000.0 * np.where(np.arange(n // step)[:, None] % 2 == 0, 1.0, -1.0)
+    y = rng.standard_normal((n, 2))
+    assert products.shifted_products(x, y) is None
+    found = products.centred_products(torch.from_numpy(x), torch.from_numpy(y))
+    assert max(relative_errors(found, exact_centred_products(x, y))) < 1e-13
+
+
+def test_non_finite_data_are_left_to_the_caller():
+    x, y = pair(np.random.default_rng(3), 0.0, n=300)
+    x[123, 4] = np.nan
+    assert products.centred_products(torch.from_numpy(x), torch.from_numpy(y)) is None
+
+
+def canonical_like(rng: np.random.Generator, values: np.ndarray, rows: int) -> torch.Tensor:
+    """A ``(rows, k)`` matrix with the given singular values."""
+    u, _ = np.linalg.qr(rng.standard_normal((rows, len(values))))
+    v, _ = np.linalg.qr(rng.standard_normal((len(values), len(values))))
+    return torch.from_numpy((u * values) @ v.T)
+
+
+def test_singular_values_from_the_gram_matrix_are_within_their_bound():
+    rng = np.random.default_rng(4)
+    values = np.linspace(0.95, 0.05, 40)
+    m = canonical_like(rng, values, 60)
+    found, bound = certified_singular_values(m, 1e-10)
+    assert bound < 1e-12  # the cheap way was certified
+    assert np.abs(found.numpy() - values).max() <= bound
+    same, _ = certified_singular_values(m.T, 1e-10)  # the smaller Gram matrix either way
+    np.testing.assert_allclose(same.numpy(), found.numpy(), atol=2 * bound)
+
+
+def test_a_tiny_singular_value_takes_the_svd_unless_only_the_mean_matters():
+    rng = np.random.default_rng(5)
+    values = np.concatenate([np.linspace(0.9, 0.1, 30), [1e-7]])
+    m = canonical_like(rng, values, 31)
+    each, bound = certified_singular_values(m, 1e-10)
+    np.testing.assert_array_equal(each.numpy(), singular_values(m).numpy())  # the SVD's own values
+    assert np.abs(each.numpy() - values).max() <= bound
+    mean, mean_bound = certified_singular_values(m, 1e-10, mean=True)
+    assert mean_bound <= 1e-10 and abs(float(mean.mean()) - values.mean()) <= mean_bound
