@@ -18,7 +18,7 @@
 Imports: nothing of ``repsim`` outside this package (no capture, no files, no plots).
 """
 
-from repsim.measures.canonical import CCAResult, cca, mean_cca, pwcca, svcca
+from repsim.measures.canonical import CCAResult, cca, cca98, mean_cca, pwcca, svcca
 from repsim.measures.cka import linear_cka, minibatch_cka
 from repsim.measures.inputs import CONV_POLICIES
 from repsim.measures.kernel_cka import kernel_cka
@@ -39,6 +39,7 @@ __all__ = [
     "StreamingCCA",
     "StreamingCKA",
     "cca",
+    "cca98",
     "debiased_cka",
     "get_measure",
     "kernel_cka",

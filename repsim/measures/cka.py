@@ -37,11 +37,10 @@ outside :mod:`repsim.measures`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from repsim.measures.hsic import cka_ratio, gram_hsics, hsic_normaliser, scaled_unbiased_hsic
 from repsim.measures.inputs import as_pair, as_representation, centre, finite_max_abs, normalising_exponent
@@ -273,7 +272,7 @@ def minibatch_cka(
     batch_size: int = 256,
     conv: str | None = None,
     dtype: torch.dtype = torch.float64,
-    progress: bool = False,
+    progress: Callable[..., Iterable[Any]] | None = None,
 ) -> Similarity:
     """Minibatch linear CKA of Nguyen, Raghu & Kornblith (2021, ICLR, section 3.1)::
 
@@ -299,7 +298,10 @@ def minibatch_cka(
         Y: the full ``Y`` ``(n, dy)``; ``X``, ``Y`` are then cut into consecutive batches of
             ``batch_size`` rows; a last batch of fewer than 4 rows is dropped (``n_dropped``).
         batch_size: rows per batch when ``Y`` is given.
-        conv: policy for 4-D inputs. dtype: computation dtype. progress: show a tqdm bar.
+        conv: policy for 4-D inputs. dtype: computation dtype.
+        progress: ``None`` (nothing shown), or a wrapper of the iterable of batches that shows
+            progress, called as ``progress(batches, desc="minibatch CKA")``: e.g.
+            :func:`repsim.progress.progress_bar` (a bar on a terminal, one line in a log).
 
     Returns:
         :class:`repsim.Similarity` named ``"minibatch_cka"`` with details ``n_batches``, ``n``
@@ -332,8 +334,14 @@ def minibatch_cka(
         if not (isinstance(batch_size, int) and batch_size >= 4):
             raise ValueError(f"batch_size must be an integer >= 4; got {batch_size!r}")
         batches, size = _row_batches(batches_or_X, Y, batch_size, conv, dtype), batch_size
+    if progress is not None:
+        if not callable(progress):
+            raise ValueError(
+                f"progress must be None or a wrapper of the batches (repsim.progress.progress_bar); got {progress!r}"
+            )
+        batches = progress(batches, desc="minibatch CKA")
     sums, dims, n_used, n_dropped, count = [_ScaledSum(), _ScaledSum(), _ScaledSum()], None, 0, 0, 0
-    for index, (xb, yb) in enumerate(tqdm(batches, disable=not progress, desc="minibatch CKA")):
+    for index, (xb, yb) in enumerate(batches):
         if size is not None and xb.shape[0] < 4:
             n_dropped += xb.shape[0]
             continue

@@ -2,7 +2,8 @@
 
 A *representation* is a 2-D array ``(n_datapoints, n_neurons)``. Measures accept numpy arrays or
 torch tensors (CPU or CUDA) and compute in float64 unless told otherwise. Convolutional
-activations ``(N, C, H, W)`` must be reduced by an explicit policy (see :data:`CONV_POLICIES`).
+activations ``(N, C, H, W)`` must be reduced by an explicit policy (see :data:`CONV_POLICIES`),
+and so must sequences ``(N, T, D)`` (see :data:`SEQ_POLICIES`, :func:`reduce_sequence`).
 Everything here raises :class:`ValueError` naming the problem; nothing returns NaN silently.
 
 **Every magnitude.** Every measure here is invariant to the scale of either side, so a side
@@ -96,6 +97,69 @@ def reduce_conv(t: torch.Tensor, policy: str | None, *, name: str = "X") -> torc
     return t.mean(dim=(2, 3))
 
 
+#: How a 3-D activation ``(N, T, D)`` of a sequence model (N inputs of T tokens of D features)
+#: becomes 2-D; a ``mask`` ``(N, T)`` (the attention mask: 1 for real tokens, 0 for padding)
+#: leaves padding out where it says so.
+#:
+#: - ``"tokens"``: every token of every input is a datapoint, ``(number of real tokens, D)``
+#:   (padding excluded);
+#: - ``"mean"``: the mean over each input's tokens, ``(N, D)`` (padding excluded);
+#: - ``"first"``: the first token (BERT's ``[CLS]``), ``(N, D)`` (the mask is not consulted);
+#: - ``"flatten"``: ``(N, T*D)`` (padding positions included: they are neurons here).
+SEQ_POLICIES = ("tokens", "mean", "first", "flatten")
+
+
+def reduce_sequence(t: torch.Tensor, policy: str | None, *, mask: Any = None, name: str = "X") -> torch.Tensor:
+    """Reduce a 3-D activation ``(N, T, D)`` to 2-D by ``policy`` (see :data:`SEQ_POLICIES`), in its
+    own dtype (the mean is taken in float64 and rounded once).
+
+    ``mask`` ``(N, T)``, nonzero for real tokens, excludes padding from ``"tokens"`` and
+    ``"mean"``. ``ValueError`` for an unknown policy, a mask of another shape, or (``"mean"``) an
+    input without any real token.
+
+    Examples:
+        >>> t = torch.arange(12.0).reshape(2, 3, 2)  # 2 inputs, 3 tokens, 2 features
+        >>> mask = torch.tensor([[1, 1, 0], [1, 1, 1]])  # the first input's last token is padding
+        >>> reduce_sequence(t, "tokens", mask=mask).shape, reduce_sequence(t, "flatten").shape
+        (torch.Size([5, 2]), torch.Size([2, 6]))
+        >>> reduce_sequence(t, "mean", mask=mask).tolist(), reduce_sequence(t, "first").tolist()
+        ([[1.0, 2.0], [8.0, 9.0]], [[0.0, 1.0], [6.0, 7.0]])
+    """
+    if policy not in SEQ_POLICIES:
+        raise ValueError(
+            f"{name} is 3-D {tuple(t.shape)} (N, T, D), a sequence: choose one of {SEQ_POLICIES} for how it"
+            f" becomes (datapoints, neurons) (got {policy!r})"
+        )
+    n, length, d = t.shape
+    if policy == "first":
+        return t[:, 0]
+    if policy == "flatten":
+        return t.reshape(n, length * d)
+    keep = _token_mask(mask, (n, length), t.device, name)
+    if policy == "tokens":
+        return t.reshape(n * length, d) if keep is None else t[keep]
+    if keep is None:
+        return t.to(torch.float64).mean(dim=1).to(t.dtype)
+    counts = keep.sum(dim=1)
+    if not bool(counts.all()):
+        raise ValueError(f"{name}: input {int((counts == 0).nonzero()[0])} has no real token in its attention mask")
+    weights = keep.to(torch.float64).unsqueeze(-1)
+    return ((t.to(torch.float64) * weights).sum(dim=1) / counts.unsqueeze(-1)).to(t.dtype)
+
+
+def _token_mask(mask: Any, shape: tuple[int, int], device: torch.device, name: str) -> torch.Tensor | None:
+    """The attention mask as a bool tensor ``(N, T)`` on ``device`` (``None`` stays ``None``)."""
+    if mask is None:
+        return None
+    keep = torch.as_tensor(mask, device=device) != 0
+    if tuple(keep.shape) != shape:
+        raise ValueError(
+            f"{name}: the attention mask is {tuple(keep.shape)} but the activation has (N, T) = {shape}; a layer"
+            " that changes the sequence length cannot be masked: use 'first' or 'flatten'"
+        )
+    return keep
+
+
 def as_representation(
     x: Any,
     *,
@@ -107,12 +171,18 @@ def as_representation(
     """Validate ``x`` and return it as a 2-D tensor ``(n, d)`` of ``dtype``.
 
     2-D input is used as it is; 4-D input ``(N, C, H, W)`` is reduced by ``conv``; 3-D input
-    ``(N, T, D)`` (sequences) must be reshaped by the caller. Raises ``ValueError`` for
+    ``(N, T, D)`` (sequences) must be reduced by the caller (:func:`reduce_sequence`). Raises ``ValueError`` for
     non-numeric, 1-D, empty or non-finite input.
     """
     t = to_tensor(x, name=name, dtype=dtype)
     if t.ndim == 4:
         t = reduce_conv(t, conv, name=name)
+    elif t.ndim == 3:
+        raise ValueError(
+            f"{name} is 3-D {tuple(t.shape)}: a sequence (N, T, D) must first become (datapoints, neurons)"
+            f" by a policy, one of {SEQ_POLICIES}: repsim.measures.inputs.reduce_sequence(x, policy, mask=...)"
+            " (compare_models(seq=...), --seq on the command line)"
+        )
     elif t.ndim != 2:
         raise ValueError(
             f"{name} must be 2-D (n_datapoints, n_neurons) or 4-D (N, C, H, W); got shape"

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from repsim.measures.canonical import mean_cca, pwcca, svcca
+from repsim.measures.canonical import cca98, check_leading, mean_cca, pwcca, svcca
 from repsim.measures.canonical_bases import check_keep, check_rtol
 from repsim.measures.cka import LINEAR_FORMS, linear_cka
 from repsim.measures.kernel_cka import KERNELS, SIGMA_METHODS, kernel_cka
@@ -42,12 +42,15 @@ def debiased_cka(X: Any, Y: Any, **kwargs: Any) -> Similarity:
     return linear_cka(X, Y, debiased=True, **kwargs)
 
 
-#: Measures by name. ``"cca"`` is mean CCA (as ``"mean_cca"``) and ``"cka"`` is linear CKA.
+#: Measures by name. ``"cca"`` is mean CCA over all coefficients (as ``"mean_cca"``), ``"cca98"``
+#: google/svcca's ``get_cca_similarity`` convention (the leading coefficients reaching 98% of the
+#: sum) and ``"cka"`` is linear CKA.
 #: ``"procrustes"`` is a squared *distance* (0 for equivalent representations); all others are
 #: similarities.
 MEASURES: dict[str, MeasureFn] = {
     "cca": mean_cca,
     "mean_cca": mean_cca,
+    "cca98": cca98,
     "svcca": svcca,
     "pwcca": pwcca,
     "cka": linear_cka,
@@ -105,6 +108,7 @@ def _max_n(value: Any) -> None:
 OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
     "rtol": check_rtol,
     "keep": check_keep,
+    "leading": check_leading,
     "symmetric": _flag,
     "debiased": _flag,
     "form": _choice(LINEAR_FORMS),
@@ -121,8 +125,9 @@ OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
 
 def measure_options(name: str) -> tuple[str, ...]:
     """The options measure ``name`` takes besides the two representations and ``conv``."""
-    fn = linear_cka if name == "debiased_cka" else get_measure(name)
-    skip = {"X", "Y", "conv"} | ({"debiased"} if name == "debiased_cka" else set())
+    fn = {"debiased_cka": linear_cka, "cca98": mean_cca}.get(name) or get_measure(name)
+    fixed = {"debiased_cka": {"debiased"}, "cca98": {"leading"}}.get(name, set())
+    skip = {"X", "Y", "conv"} | fixed
     return tuple(p for p in inspect.signature(fn).parameters if p not in skip)
 
 

@@ -2,7 +2,8 @@
 
 Feed paired minibatches ``(X_b, Y_b)`` (rows are datapoints; numpy or torch, CPU or CUDA, 4-D
 with a ``conv=`` policy) to an accumulator with ``update``; combine accumulators built in
-parallel (other processes, other GPUs) with ``merge``. The results equal the in-memory
+parallel with ``merge`` (in one process) or ``all_reduce`` (across the ranks of a
+``torch.distributed`` process group). The results equal the in-memory
 functions (:func:`repsim.linear_cka`, :func:`repsim.mean_cca`, ...) on the concatenated data to
 rounding, whatever the batch sizes (a batch may have a single row) and however large the means.
 
@@ -20,6 +21,12 @@ large means (post-ReLU activations, offsets of ``1e4``) cause no cancellation.
 statistics are formed, and statistics of different scales are brought to the larger one before
 they are added, so nothing overflows or underflows at magnitudes from ``1e-300`` to ``1e300``;
 the results (CKA and the CCA family do not depend on a side's scale) are those at magnitude 1.
+
+**Across ranks.** :meth:`MomentAccumulator.all_reduce` gathers every rank's statistics as
+tensors (two ``all_gather`` calls: a header of counts and scales, then the statistics) and
+merges them on every rank in rank order 0, 1, ...: every rank ends with the same statistics, bit
+for bit, whatever the timing, and they equal one accumulator fed everything up to rounding.
+``torch.distributed`` is imported only when it is called.
 
 Memory: ``O(dx^2 + dy^2 + dx dy)`` for the statistics plus what one batch needs. The accumulators
 are :class:`MomentAccumulator` (the moments; here), :class:`~repsim.measures.streaming_cka.StreamingCKA`
@@ -175,6 +182,73 @@ class MomentAccumulator:
             stats = {key: value.to(self._device) for key, value in stats.items()}
         self._absorb(other.n, stats, other._exponents, other._largest, other.batches)
         return self
+
+    def all_reduce(self, group: Any = None) -> MomentAccumulator:
+        """Replace this accumulator's data by the data of every rank's accumulator in the
+        ``torch.distributed`` process ``group`` (default: the default group), merged in rank
+        order, in place; returns ``self``.
+
+        A collective: every rank of the group calls it, with accumulators of one kind, ``conv``,
+        ``dtype`` and settings, that have seen the same numbers of neurons (or no data at all).
+        The exchange is two ``all_gather`` of tensors (CPU tensors for gloo, the current CUDA
+        device for NCCL); the statistics stay on this accumulator's device. Every rank ends with
+        the same statistics, bit for bit, equal to those of one accumulator fed every rank's
+        batches (to rounding; ``merge`` is exact). ``ValueError`` (on every rank) when ranks saw
+        different numbers of neurons.
+        """
+        import torch.distributed as dist
+
+        world = dist.get_world_size(group)
+        where = self._collective_device(dist.get_backend(group))
+        header = torch.tensor(self._header(), dtype=torch.float64, device=where)
+        headers = [torch.empty_like(header) for _ in range(world)]
+        dist.all_gather(headers, header, group=group)
+        dims = {(int(h[6]), int(h[7])) for h in headers if h[0] > 0}
+        if len(dims) > 1:
+            raise ValueError(f"the ranks' accumulators saw different numbers of neurons (dx, dy): {sorted(dims)}")
+        if not dims:
+            return self
+        template = self._stats_template(*dims.pop())
+        payload = self._flat_stats(template, where)
+        payloads = [torch.empty_like(payload) for _ in range(world)]
+        dist.all_gather(payloads, payload, group=group)
+        home = self._device if self.n else where
+        parts = [self._part(h, p.to(home), template) for h, p in zip(headers, payloads) if h[0] > 0]
+        self.n, self.batches, self._stats, self._exponents, self._largest = 0, 0, {}, (0, 0), (0.0, 0.0)
+        for part in parts:
+            self.merge(part)
+        return self
+
+    def _collective_device(self, backend: str) -> torch.device:
+        """Where the exchanged tensors live: the current CUDA device for NCCL, else the CPU."""
+        return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+
+    def _header(self) -> list[float]:
+        """``[n, batches, ex, ey, largest_x, largest_y, dx, dy]`` (float64 holds each exactly)."""
+        dims = (self._stats["mean_x"].shape[0], self._stats["mean_y"].shape[0]) if self.n else (0, 0)
+        return [self.n, self.batches, *self._exponents, *self._largest, *dims]
+
+    def _stats_template(self, dx: int, dy: int) -> Stats:
+        """Zero statistics of the shapes this kind keeps for ``dx`` and ``dy`` neurons, by name."""
+        stats = self._centred_stats(torch.zeros(1, dx, dtype=self.dtype), torch.zeros(1, dy, dtype=self.dtype))
+        stats.update(mean_x=torch.zeros(dx, dtype=self.dtype), mean_y=torch.zeros(dy, dtype=self.dtype))
+        return stats
+
+    def _flat_stats(self, template: Stats, device: torch.device) -> torch.Tensor:
+        """The statistics in name order as one flat tensor (zeros where there is no data)."""
+        source = self._stats if self.n else template
+        return torch.cat([source[key].reshape(-1).to(device) for key in sorted(template)])
+
+    def _part(self, header: torch.Tensor, flat: torch.Tensor, template: Stats) -> MomentAccumulator:
+        """An accumulator like this one holding one rank's ``header`` and statistics ``flat``."""
+        part = copy.copy(self)
+        values = [int(v) for v in header[:4].tolist()]
+        part.n, part.batches, part._exponents = values[0], values[1], (values[2], values[3])
+        part._largest = (float(header[4]), float(header[5]))
+        sizes = [template[key].numel() for key in sorted(template)]
+        pieces = torch.split(flat, sizes)
+        part._stats = {key: piece.reshape(template[key].shape) for key, piece in zip(sorted(template), pieces)}
+        return part
 
     def copy(self) -> MomentAccumulator:
         """An independent copy (for merging without changing this one)."""

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from repsim.measures.canonical import CCA_MIN_N, CCAResult, cca_of, mean_cca_of, pwcca_of, svcca_of
 from repsim.measures.canonical_bases import check_keep, check_rtol
 from repsim.measures.canonical_gram import CHEAP_ROUTE_MAX_ERROR, GramProblem, certified_cholesky
+from repsim.measures.canonical_problems import CCA_MIN_N, CCAResult, cca_of, mean_cca_of, pwcca_of, svcca_of
 from repsim.measures.result import Similarity
 from repsim.measures.streaming import MomentAccumulator
 

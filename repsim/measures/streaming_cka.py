@@ -186,20 +186,3 @@ def _scaled_hsic(
     if not debiased:
         return float(cross)
     return float(scaled_unbiased_hsic(cross, diag_dot, trace_p, trace_q, n))
-
-
-def _scaled_hsic(
-    s_pq: torch.Tensor,
-    diag_dot: torch.Tensor,
-    trace_p: torch.Tensor,
-    trace_q: torch.Tensor,
-    n: int,
-    debiased: bool,
-) -> float:
-    """``n(n-3) HSIC_1`` (debiased) or ``(n-1)^2 HSIC_0`` from the co-moment ``S_pq``,
-    ``sum_i a_i b_i`` (squared norms of the centred rows of each side), ``tr S_pp`` and ``tr S_qq``;
-    the normalisations cancel in CKA."""
-    cross = torch.linalg.matrix_norm(s_pq).square()
-    if not debiased:
-        return float(cross)
-    return float(scaled_unbiased_hsic(cross, diag_dot, trace_p, trace_q, n))

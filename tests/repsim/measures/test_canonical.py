@@ -371,6 +371,21 @@ def test_properties(n, dx, dy, seed, shared):
     assert 0 <= float(repsim.pwcca(x, y)) <= 1
 
 
+@pytest.mark.parametrize("name", ["cca", "mean_cca", "pwcca", "svcca"])
+def test_advice_never_points_back_at_the_measure_that_raised(name):
+    """A trivial CCA (3 datapoints, 2 neurons) says what to do instead, never "use <itself>"."""
+    x, y = np.random.default_rng(0).standard_normal((2, 3, 2))
+    fn = getattr(repsim, name)
+    with pytest.raises(ValueError, match="CCA is trivially 1") as info:
+        fn(x, y)
+    advice = str(info.value).split("contains the other.")[1]
+    assert f"use {name}" not in advice.lower()
+    assert ("smaller keep" if name == "svcca" else "use svcca") in advice.lower()
+    streamed = repsim.StreamingCCA("svcca" if name == "svcca" else "mean_cca").update(x, y)
+    with pytest.raises(ValueError, match="smaller keep" if name == "svcca" else "Use svcca"):
+        streamed.result()
+
+
 # ----------------------------------------------------------------------------------- CUDA
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu(pair):

@@ -373,6 +373,7 @@ def test_minibatch_cka_rejects_bad_input(rng):
 def test_registry_names_and_aliases(rng):
     expected = {
         "cca",
+        "cca98",
         "mean_cca",
         "svcca",
         "pwcca",

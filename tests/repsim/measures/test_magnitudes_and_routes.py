@@ -124,7 +124,7 @@ def test_both_routes_agree_to_1e_10_on_well_conditioned_data(monkeypatch):
     assert all(s.details["route"] == "cholesky" for s in cheap.values()) and coefficients.details["route"] == "cholesky"
     assert all(s.details["error_bound"] <= 1e-10 for s in cheap.values())
     monkeypatch.setattr(canonical_gram, "CHEAP_ROUTE_MAX_ERROR", -1.0)
-    monkeypatch.setattr(repsim.measures.canonical, "CHEAP_ROUTE_MAX_ERROR", -1.0)
+    monkeypatch.setattr(repsim.measures.canonical_problems, "CHEAP_ROUTE_MAX_ERROR", -1.0)
     for name, value in cheap.items():
         qr = getattr(repsim, name)(x, y)
         assert qr.details["route"] == "qr" and float(qr) == pytest.approx(float(value), abs=1e-10), name
@@ -157,7 +157,7 @@ def test_the_switch_is_at_its_threshold(monkeypatch):
     bound = cholesky_route_bound(x, y)
     assert bound <= repsim.mean_cca(x, y).details["error_bound"]  # which adds the singular values' error
     for threshold, route in ((bound * (1 + 1e-9), "cholesky"), (bound * (1 - 1e-9), "qr")):
-        monkeypatch.setattr(repsim.measures.canonical, "CHEAP_ROUTE_MAX_ERROR", threshold)
+        monkeypatch.setattr(repsim.measures.canonical_problems, "CHEAP_ROUTE_MAX_ERROR", threshold)
         assert repsim.mean_cca(x, y).details["route"] == route
 
 
