@@ -1,14 +1,26 @@
 """Activations of named layers of any ``nn.Module``, captured with forward hooks.
 
 Layers are module paths of ``model.named_modules()`` (``"conv1"``, ``"layer2.0.conv1"``) or
-:mod:`fnmatch` globs over those paths (``"layer*.0.conv?"``; ``*`` also crosses dots). A pattern
-that matches nothing raises :class:`LayerNotFoundError`, which lists the paths that exist.
+:mod:`fnmatch` globs. A glob is matched against the model's **named layers** first: the names in
+a ``layers`` attribute of the model, when it has one that is a sequence of module paths (conv4's
+``("conv1", "conv2", "conv3", "conv4", "head")``), else its top-level children. Only a glob that
+matches none of them is matched against every module path (``*`` then also crosses dots). So on
+conv4 ``"conv*"`` is ``conv1``..``conv4`` (not ``conv1.conv``, ``conv1.norm``, ...), and on a
+BERT ``"encoder.layer.?"`` is its blocks ``encoder.layer.0``, ``encoder.layer.1``, ... A pattern
+that matches nothing raises :class:`LayerNotFoundError`, which lists the named layers and every
+module path.
+
+Inputs are one tensor ``(N, ...)``, passed as ``model(x)``, or a mapping of names to tensors that
+all have ``N`` rows (``{"input_ids": ..., "attention_mask": ...}``), passed as ``model(**x)``;
+batches are cut along the first axis of each.
 
 The *output* of each selected module is recorded (for a module that returns a tuple, e.g. an
-LSTM, its first element). A module called more than once in one forward pass (weight sharing,
-a block applied twice) is recorded **once per call**, under the keys ``name[0]``, ``name[1]``,
-... in call order, with a :class:`RepeatedCallWarning`; the calls are different representations
-(different depths of the computation), so they are never concatenated.
+LSTM, its first element; for one that returns a mapping, e.g. a ``transformers`` model output,
+its first tensor, ``last_hidden_state``). A module called more than once in one forward pass
+(weight sharing, a block applied twice) is recorded **once per call**, under the keys
+``name[0]``, ``name[1]``, ... in call order, with a :class:`RepeatedCallWarning`; the calls
+are different representations (different depths of the computation), so they are never
+concatenated.
 
 Hooks live only inside :class:`ActivationRecorder` and are removed on exit, also when the
 forward pass raises. Forward passes run under ``torch.no_grad()`` in eval mode by default (batch
@@ -18,27 +30,29 @@ running statistics and every other buffer are restored after a train-mode pass, 
 module's ``training`` flag is restored, so capturing never changes the model.
 
 Batch composition matters when a batch-norm layer uses batch statistics (train mode,
-``batch_stats=True``, or ``track_running_stats=False`` as in MAML's conv4): then the default
+``batch_stats=True``, ``track_running_stats=False``, or a batch norm of the model's own without
+running statistics, as conv4's: :func:`uses_batch_statistics`): then the default
 ``batch_size=None`` passes all inputs as **one** batch, which reproduces what the network saw
 during adaptation. Otherwise ``batch_size=None`` is one batch up to :data:`WHOLE_BATCH_LIMIT`
 inputs and batches of :data:`DEFAULT_BATCH_SIZE` beyond that (the activations are the same
 either way, up to floating-point rounding).
 
-Imports: nothing of ``repsim`` (torch, numpy and tqdm only); never :mod:`meta`.
+Imports: :mod:`repsim.progress` only (and torch, numpy); never :mod:`meta`.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from repsim.progress import progress_bar
 
 #: ``batch_size=None`` passes at most this many inputs as one batch (for models whose batch norm
 #: does not use batch statistics; those always get one batch).
@@ -66,46 +80,77 @@ def module_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
+def named_layers(model: nn.Module) -> list[str]:
+    """The layers a glob matches first: ``model.layers`` when it is a sequence of strings that
+    are all module paths of ``model``, else the names of its top-level children."""
+    declared = getattr(model, "layers", None)
+    if isinstance(declared, (list, tuple)) and declared and all(isinstance(n, str) for n in declared):
+        paths = set(module_names(model))
+        if all(name in paths for name in declared):
+            return list(declared)
+    return [name for name, _ in model.named_children()]
+
+
+def _matches(pattern: str, layers: list[str], names: list[str]) -> list[str]:
+    """The module paths ``pattern`` selects: itself if it is one; for a glob, the named
+    ``layers`` it matches, or else every module path (``names``) it matches."""
+    if pattern in names:
+        return [pattern]
+    if not _GLOB_CHARS & set(pattern):
+        return []
+    return fnmatch.filter(layers, pattern) or fnmatch.filter(names, pattern)
+
+
 def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
     """Module paths selected by ``layers``: exact paths and fnmatch globs, in the order given
-    (a glob's matches in ``named_modules()`` order), without duplicates.
+    (a glob's matches in the order of the named layers, or of ``named_modules()``), without
+    duplicates. A glob matches the named layers (:func:`named_layers`) before sub-modules.
 
     Raises:
-        LayerNotFoundError: some pattern matches nothing; the message lists every module path.
+        LayerNotFoundError: some pattern matches nothing; the message lists the named layers and
+            every module path.
+
+    Examples:
+        >>> from torch import nn
+        >>> block = lambda: nn.Sequential(nn.Conv2d(1, 1, 3), nn.ReLU())
+        >>> net = nn.Sequential()
+        >>> for name in ("conv1", "conv2"):
+        ...     net.add_module(name, block())
+        >>> net.add_module("head", nn.Linear(1, 1))
+        >>> resolve_layers(net, "conv*"), resolve_layers(net, ["head", "conv?.1"])
+        (['conv1', 'conv2'], ['head', 'conv1.1', 'conv2.1'])
     """
     patterns = [layers] if isinstance(layers, str) else list(layers)
     if not patterns:
         raise ValueError("no layers given: name at least one module path or glob")
-    names = module_names(model)
-    existing = set(names)
+    names, top = module_names(model), named_layers(model)
     chosen: list[str] = []
     unmatched: list[str] = []
     for pattern in patterns:
-        if pattern in existing:
-            matches = [pattern]
-        elif _GLOB_CHARS & set(pattern):
-            matches = fnmatch.filter(names, pattern)
-        else:
-            matches = []
+        matches = _matches(pattern, top, names)
         if not matches:
             unmatched.append(pattern)
         chosen += [m for m in matches if m not in chosen]
     if unmatched:
         raise LayerNotFoundError(
-            f"layer(s) {unmatched} match no module of {type(model).__name__}; its modules are:"
+            f"layer(s) {unmatched} match no module of {type(model).__name__}; its named layers are:"
+            f" {', '.join(top) if top else '(none)'}; every module path:"
             f" {', '.join(names) if names else '(none: the model has no submodules)'}"
         )
     return chosen
 
 
 def _output_tensor(output: Any, name: str) -> torch.Tensor:
-    """The tensor a module returned: the output itself, or the first element of a tuple/list."""
-    if isinstance(output, (tuple, list)) and output:
+    """The tensor a module returned: the output itself, the first element of a tuple/list, or the
+    first tensor of a mapping (a ``transformers`` model output)."""
+    if isinstance(output, Mapping):
+        output = next((v for v in output.values() if isinstance(v, torch.Tensor)), output)
+    elif isinstance(output, (tuple, list)) and output:
         output = output[0]
     if not isinstance(output, torch.Tensor):
         raise ValueError(
             f"layer {name!r} returned a {type(output).__name__}; only modules returning a tensor"
-            " (or a tuple whose first element is one) can be captured"
+            " (or a tuple whose first element is one, or a mapping holding one) can be captured"
         )
     return output
 
@@ -171,12 +216,16 @@ class ActivationRecorder:
 
 def uses_batch_statistics(model: nn.Module, *, train_mode: bool = False, batch_stats: bool = False) -> bool:
     """True when some batch-norm layer of ``model`` would normalise with the statistics of the
-    batch: in train mode, with ``batch_stats``, or when it keeps no running statistics."""
-    return any(
-        train_mode or batch_stats or not m.track_running_stats
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-    )
+    batch: a torch batch norm in train mode, with ``batch_stats``, or keeping no running
+    statistics; or a batch norm of the model's own (a module whose class name contains
+    ``BatchNorm``, such as conv4's ``ShiftBatchNorm``) that keeps no ``running_mean``."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if train_mode or batch_stats or not m.track_running_stats:
+                return True
+        elif "BatchNorm" in type(m).__name__ and getattr(m, "running_mean", None) is None:
+            return True
+    return False
 
 
 @contextmanager
@@ -206,16 +255,51 @@ def forward_mode(model: nn.Module, *, train_mode: bool = False, batch_stats: boo
                     b.copy_(saved[name])
 
 
-def as_input_tensor(inputs: Any, model: nn.Module) -> torch.Tensor:
-    """Inputs ``(N, ...)`` as a tensor; floating inputs take the dtype of the model's first
-    floating parameter (float32 for a model without one), integer inputs (token ids) are kept."""
-    x = torch.from_numpy(np.asarray(inputs)) if not isinstance(inputs, torch.Tensor) else inputs
+Inputs = torch.Tensor | Mapping[str, torch.Tensor]
+
+
+def _input_tensor(values: Any, model: nn.Module, name: str) -> torch.Tensor:
+    """One input array ``(N, ...)`` as a tensor; floating values take the dtype of the model's
+    first floating parameter (float32 for a model without one), integers (token ids) are kept."""
+    x = torch.from_numpy(np.asarray(values)) if not isinstance(values, torch.Tensor) else values
     if x.ndim == 0 or x.shape[0] == 0:
-        raise ValueError(f"inputs must be (N, ...) with N >= 1; got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} must be (N, ...) with N >= 1; got shape {tuple(x.shape)}")
     if x.is_floating_point():
         dtypes = [p.dtype for p in model.parameters() if p.is_floating_point()]
         x = x.to(dtypes[0] if dtypes else torch.float32)
     return x.detach()
+
+
+def as_model_inputs(inputs: Any, model: nn.Module) -> Inputs:
+    """``inputs`` as the model takes them: a tensor ``(N, ...)`` (see :func:`_input_tensor`), or a
+    mapping of keyword names to such tensors, which must all have the same ``N``."""
+    if not isinstance(inputs, Mapping):
+        return _input_tensor(inputs, model, "inputs")
+    if not inputs:
+        raise ValueError("keyword inputs are empty: give at least one array, e.g. input_ids")
+    out = {str(k): _input_tensor(v, model, f"input {k!r}") for k, v in inputs.items()}
+    counts = {k: v.shape[0] for k, v in out.items()}
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"keyword inputs must all have the same number of rows N; got {counts}")
+    return out
+
+
+def input_count(inputs: Inputs) -> int:
+    """``N``, the number of inputs (rows of the tensor, or of every keyword input)."""
+    return len(next(iter(inputs.values()))) if isinstance(inputs, Mapping) else len(inputs)
+
+
+def input_rows(inputs: Inputs, rows: slice | torch.Tensor) -> Inputs:
+    """The inputs ``rows`` (a slice or an index tensor) of a tensor or of every keyword input."""
+    if isinstance(inputs, Mapping):
+        return {k: v[rows] for k, v in inputs.items()}
+    return inputs[rows]
+
+
+def _inputs_to(inputs: Inputs, device: str | torch.device) -> Inputs:
+    if isinstance(inputs, Mapping):
+        return {k: v.to(device) for k, v in inputs.items()}
+    return inputs.to(device)
 
 
 def resolve_batch_size(
@@ -253,7 +337,8 @@ def iter_activations(
     progress: bool = True,
     desc: str = "forward",
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Yield, for each batch of ``inputs`` ``(N, ...)``, the outputs of the selected layers
+    """Yield, for each batch of ``inputs`` (a tensor ``(N, ...)`` or keyword inputs, see the
+    module docstring), the outputs of the selected layers
     ``{key: (B, ...)}`` (keys as in :meth:`ActivationRecorder.take`).
 
     The model is moved to ``device`` (in place, like ``Module.to``); inputs are moved batch by
@@ -261,18 +346,23 @@ def iter_activations(
     or is closed.
     """
     names = resolve_layers(model, layers)
-    x = as_input_tensor(inputs, model)
-    n = x.shape[0]
+    x = as_model_inputs(inputs, model)
+    n = input_count(x)
     size = resolve_batch_size(n, batch_size, model, train_mode=train_mode, batch_stats=batch_stats)
     model.to(device)
     keys: list[str] | None = None
+    starts = range(0, n, size)
     with (
         forward_mode(model, train_mode=train_mode, batch_stats=batch_stats),
         ActivationRecorder(model, names, keep_on_device=keep_on_device) as recorder,
+        progress_bar(total=len(starts), desc=desc, unit="batch", enabled=progress, leave=False) as bar,
     ):
-        for start in tqdm(range(0, n, size), desc=desc, unit="batch", disable=not progress, leave=False):
+        for start in starts:
             with torch.no_grad():  # only around the forward: never across a yield
-                _forward(model, x[start : start + size].to(device))
+                _forward(model, _inputs_to(input_rows(x, slice(start, start + size)), device))
+            bar.update(1)
+            if start + size >= n:
+                bar.close()  # the stage ends with its last forward pass, not when the consumer stops
             acts = recorder.take()
             if keys is None:
                 keys = list(acts)
@@ -285,22 +375,31 @@ def iter_activations(
             yield acts
 
 
-def _forward(model: nn.Module, batch: torch.Tensor) -> None:
-    """``model(batch)``; a model that cannot take the inputs is a ValueError saying what they are
-    (not the traceback from deep inside the model)."""
+def _forward(model: nn.Module, batch: Inputs) -> None:
+    """``model(batch)`` (``model(**batch)`` for keyword inputs); a model that cannot take the
+    inputs is a ValueError saying what they are (not the traceback from deep inside the model)."""
     try:
-        model(batch)
+        model(**batch) if isinstance(batch, Mapping) else model(batch)
     except (RuntimeError, TypeError, ValueError, IndexError) as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        tensors = batch.values() if isinstance(batch, Mapping) else [batch]
         hint = (
             " Integer and bool inputs are passed as they are (token ids); images must be floating point, e.g. x / 255."
-            if not batch.is_floating_point()
+            if not all(t.is_floating_point() for t in tensors)
             else ""
         )
-        raise ValueError(
-            f"the model cannot take inputs of shape {tuple(batch.shape)} and dtype"
-            f" {str(batch.dtype).removeprefix('torch.')}: {type(err).__name__}: {first}.{hint}"
-        ) from None
+        raise ValueError(f"the model cannot take {_describe(batch)}: {type(err).__name__}: {first}.{hint}") from None
+
+
+def _describe(batch: Inputs) -> str:
+    """``"inputs of shape (4, 6) and dtype float32"``, or the same for each keyword input."""
+
+    def one(t: torch.Tensor) -> str:
+        return f"shape {tuple(t.shape)} and dtype {str(t.dtype).removeprefix('torch.')}"
+
+    if isinstance(batch, Mapping):
+        return "keyword inputs " + ", ".join(f"{k} of {one(v)}" for k, v in batch.items())
+    return f"inputs of {one(batch)}"
 
 
 def _warn_repeated(names: Sequence[str], keys: Sequence[str]) -> None:

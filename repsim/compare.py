@@ -8,32 +8,41 @@ layer_a   layer (capture key) of model A; ``name[i]`` for call ``i`` of a module
 layer_b   layer of model B
 measure   measure name as requested (a key of :data:`repsim.measures.MEASURES`)
 value     the similarity (float); NaN when the measure could not be computed, see ``reason``
-conv      convolutional policy applied (``"none"`` when both activations are 2-D)
-n         datapoints the measure saw (after the policy: ``N*H*W`` for ``"channels"``)
+conv      convolutional policy the pair used (``"none"`` when neither activation is 4-D)
+seq       sequence policy the pair used (``"none"`` when neither activation is 3-D)
+n         datapoints the measure saw (after the policy: ``N*H*W`` for ``"channels"``, the real
+          tokens for ``"tokens"``)
 d_a, d_b  neurons of layer_a and layer_b after the policy
 matched   True for the layer pairs that correspond (same name, or i-th with i-th); the
           per-layer plots use these rows, the heatmaps use all rows
 reason    empty, or why value is NaN (the measure's ValueError message)
 ========  ====================================================================================
 
+**Policies.** 4-D activations ``(N, C, H, W)`` are reduced by ``conv``, 3-D sequences
+``(N, T, D)`` by ``seq`` (no default: a sequence without a policy is refused), and pairs whose
+rows would not be the same datapoints under them (maps of different sizes under
+``"channels"``, cross-layer pairs of ``pairs="all"``) by the fallbacks, one row per input; see
+:mod:`repsim.policies`. With keyword inputs, an ``"attention_mask"`` ``(N, T)`` among them
+leaves padding tokens out of ``"tokens"`` and ``"mean"``.
+
 **Undefined values are NaN with a reason, never a crash and never a made-up number.** A
 measure raises ValueError for input it cannot handle (CCA with ``d >= n``, too few datapoints
-for debiased CKA, a dead layer with zero variance, two layers with different numbers of
-datapoints such as conv layers of different spatial size under ``conv="channels"``); that one
-row gets ``value = NaN`` and the message in ``reason``, the other rows are computed, and one
-:class:`UndefinedSimilarityWarning` says how many rows are NaN. Cross-layer pairs of conv layers
-with different spatial sizes need ``conv="mean"`` or ``"flatten"`` (same ``N`` datapoints).
+for debiased CKA, a dead layer with zero variance); that one row gets ``value = NaN`` and the
+message in ``reason``, the other rows are computed, and one :class:`UndefinedSimilarityWarning`
+says how many rows are NaN.
 
-**Batching and streaming.** With one forward batch (the default for up to
+**Batching, streaming, ranks.** With one forward batch (the default for up to
 :data:`repsim.capture.WHOLE_BATCH_LIMIT` inputs, and always for models whose batch norm uses
 batch statistics) all activations are compared in memory. With several batches, the measures
-in :data:`STREAMING_MEASURES` (linear and debiased CKA, the CCA family) are accumulated batch by
-batch with the exact accumulators of :mod:`repsim.measures.streaming`, so the activations of all inputs
-are never held at once; the others (kernel CKA, Procrustes, RSA) need every activation in memory
-and raise ValueError when the estimated float64 size exceeds ``memory_limit``.
+of :data:`repsim.streamed.STREAMING_MEASURES` are accumulated batch by batch, exactly
+(:mod:`repsim.streamed`); the others need every activation in memory, within
+``memory_limit``. With ``distributed=True`` (under ``torchrun``) the batches are dealt out to
+the ranks (:mod:`repsim.distributed`) and the accumulators all-reduced: every rank returns the
+table of one process, to rounding.
 
-Imports: :mod:`repsim.capture` and :mod:`repsim.measures` (inputs, the registry, the streaming
-accumulators); never files, plots or :mod:`meta`.
+Imports: :mod:`repsim.capture`, :mod:`repsim.distributed`, :mod:`repsim.policies`,
+:mod:`repsim.progress`, :mod:`repsim.streamed` and :mod:`repsim.measures`; never files, plots or
+:mod:`meta`.
 """
 
 from __future__ import annotations
@@ -48,26 +57,32 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from repsim.capture import iter_activations, resolve_batch_size, resolve_layers
-from repsim.measures.inputs import CONV_POLICIES, as_representation
+from repsim.capture import (
+    input_count,
+    input_rows,
+    iter_activations,
+    resolve_batch_size,
+    resolve_layers,
+    uses_batch_statistics,
+)
+from repsim.distributed import rank_and_world, shard_rows
+from repsim.policies import Pair, Policies, Reduction, plan_reductions, prepare, representation_size
+from repsim.progress import progress_bar
+from repsim.streamed import STREAMING_MEASURES, check_memory, compare_batched, estimate_memory
 
 #: Values of the ``pairs`` argument.
 PAIRS = ("diagonal", "all")
 #: Columns of the DataFrame returned by :func:`compare_models`, in order.
-COLUMNS = ("layer_a", "layer_b", "measure", "value", "conv", "n", "d_a", "d_b", "matched", "reason")
+COLUMNS = ("layer_a", "layer_b", "measure", "value", "conv", "seq", "n", "d_a", "d_b", "matched", "reason")
 #: Default bound (bytes) on the float64 activations held for measures computed in memory.
 DEFAULT_MEMORY_LIMIT = 4 * 2**30
-#: Measures that build ``n x n`` matrices (their memory estimate includes two of them).
-GRAM_MEASURES = frozenset({"kernel_cka", "rsa"})
-
-#: Measures that compare_models accumulates batch by batch, exactly, when the inputs span
-#: several forward batches (see :func:`new_accumulator`).
-STREAMING_MEASURES = frozenset({"cka", "linear_cka", "debiased_cka", "cca", "mean_cca", "svcca", "pwcca"})
+#: The keyword input that marks real tokens (1) and padding (0).
+MASK_KEY = "attention_mask"
+#: The default policies: conv ``"channels"`` (the paper's), no sequence policy, mean fallbacks.
+PAPER_POLICIES = Policies()
 
 MeasureFn = Callable[..., Any]
-Pair = tuple[str, str, bool]
 
 
 class UndefinedSimilarityWarning(UserWarning):
@@ -131,45 +146,28 @@ def layer_pairs(keys_a: Sequence[str], keys_b: Sequence[str], pairs: str, *, by_
     return [(a, b, (a, b) in chosen) for a in keys_a for b in keys_b]
 
 
-def representation_shape(shape: Sequence[int], conv: str) -> tuple[int, int]:
-    """``(n, d)`` of an activation of ``shape`` after the policy ``conv`` (4-D inputs) or as
-    it is (2-D); other ranks count ``shape[0]`` datapoints of ``prod(shape[1:])`` values."""
-    if len(shape) == 4:
-        n, c, h, w = shape
-        return {"channels": (n * h * w, c), "flatten": (n, c * h * w), "mean": (n, c)}[conv]
-    return int(shape[0]), int(math.prod(shape[1:]))
+def real_tokens(mask: torch.Tensor | None) -> int | None:
+    """The number of real tokens of an attention mask (``None`` without one)."""
+    return None if mask is None else int((mask != 0).sum())
 
 
-def _row(
-    a: str,
-    b: str,
+def make_row(
+    pair: Pair,
     measure: str,
-    matched: bool,
-    value: float,
-    reason: str,
-    conv: str,
-    shape_a: Sequence[int],
-    shape_b: Sequence[int],
+    outcome: tuple[float, str],
+    reduction: Reduction,
+    shapes: tuple[Sequence[int], Sequence[int]],
+    tokens: int | None = None,
 ) -> dict[str, Any]:
-    """One result row (see :data:`COLUMNS`)."""
-    used = conv if (len(shape_a) == 4 or len(shape_b) == 4) else "none"
-    n_a, d_a = representation_shape(shape_a, conv)
-    _, d_b = representation_shape(shape_b, conv)
-    return {
-        "layer_a": a,
-        "layer_b": b,
-        "measure": measure,
-        "value": value,
-        "conv": used,
-        "n": n_a,
-        "d_a": d_a,
-        "d_b": d_b,
-        "matched": matched,
-        "reason": reason,
-    }
+    """One result row (see :data:`COLUMNS`); ``shapes`` are those of the activations of all the
+    inputs, ``tokens`` the real tokens of the attention mask (if any)."""
+    n, d_a = representation_size(shapes[0], reduction, tokens)
+    _, d_b = representation_size(shapes[1], reduction, tokens)
+    row = {"layer_a": pair[0], "layer_b": pair[1], "measure": measure, "value": outcome[0], **reduction.columns}
+    return {**row, "n": n, "d_a": d_a, "d_b": d_b, "matched": pair[2], "reason": outcome[1]}
 
 
-def evaluate(fn: MeasureFn, x: Any, y: Any, *, conv: str, kwargs: Mapping[str, Any]) -> tuple[float, str]:
+def evaluate(fn: MeasureFn, x: Any, y: Any, *, conv: str | None, kwargs: Mapping[str, Any]) -> tuple[float, str]:
     """``(float(fn(x, y, conv=conv, **kwargs)), "")``, or ``(nan, message)`` when the measure
     raises ValueError (input it cannot handle)."""
     try:
@@ -206,19 +204,35 @@ def pair_rows(
     pairs: Sequence[Pair],
     measures: Mapping[str, MeasureFn],
     *,
-    conv: str = "channels",
+    policies: Policies = PAPER_POLICIES,
+    mask: torch.Tensor | None = None,
     measure_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Result rows (:data:`COLUMNS`) for each pair and measure of captured activations
-    ``{key: (N, ...)}``, all in memory, in pair order then measure order."""
+    ``{key: (N, ...)}``, all in memory, in pair order then measure order; each pair reduced as
+    :func:`repsim.policies.plan_reductions` says (``ValueError`` where it refuses)."""
     measure_kwargs = measure_kwargs or {}
-    jobs = [(p, m) for p in pairs for m in measures]
+    shapes_a = {a: tuple(acts_a[a].shape) for a, _, _ in pairs}
+    shapes_b = {b: tuple(acts_b[b].shape) for _, b, _ in pairs}
+    plan = plan_reductions(pairs, shapes_a, shapes_b, policies)
+    tokens = real_tokens(mask)
     rows = []
-    for (a, b, matched), m in tqdm(jobs, desc="similarity", disable=not progress, leave=False):
-        kwargs = measure_kwargs.get(m, {})
-        value, reason = evaluate(measures[m], acts_a[a], acts_b[b], conv=conv, kwargs=kwargs)
-        rows.append(_row(a, b, m, matched, value, reason, conv, acts_a[a].shape, acts_b[b].shape))
+    with progress_bar(total=len(pairs) * len(measures), desc="similarity", unit="measure", enabled=progress) as bar:
+        for pair in pairs:
+            a, b, _ = pair
+            reduction = plan[a, b]
+            try:
+                x, y = prepare(acts_a[a], reduction, mask, name=a), prepare(acts_b[b], reduction, mask, name=b)
+            except ValueError as err:
+                x = y = str(err)
+            for m, fn in measures.items():
+                kwargs = measure_kwargs.get(m, {})
+                outcome = (
+                    (math.nan, x) if isinstance(x, str) else evaluate(fn, x, y, conv=reduction.conv, kwargs=kwargs)
+                )
+                rows.append(make_row(pair, m, outcome, reduction, (shapes_a[a], shapes_b[b]), tokens))
+                bar.update(1)
     return rows
 
 
@@ -228,167 +242,82 @@ def _select(acts: Mapping[str, torch.Tensor], names: Sequence[str]) -> dict[str,
     return {k: v for k, v in acts.items() if k.split("[", 1)[0] in wanted}
 
 
+Batch = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], "torch.Tensor | None"]
+
+
 def _paired_batches(
-    model_a: nn.Module, model_b: nn.Module, inputs: Any, names_a: list[str], names_b: list[str], **kw: Any
-) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
-    """Activations of both models batch by batch; one forward pass when they are one object."""
+    model_a: nn.Module,
+    model_b: nn.Module,
+    inputs: Any,
+    mask: torch.Tensor | None,
+    names_a: list[str],
+    names_b: list[str],
+    **kw: Any,
+) -> Iterator[Batch]:
+    """Activations of both models batch by batch, with the batch's attention mask (or ``None``);
+    one forward pass when the models are one object."""
+    size = kw["batch_size"]
+    masks = (None if mask is None else mask[start : start + size] for start in range(0, input_count(inputs), size))
     if model_b is model_a:
         union = names_a + [n for n in names_b if n not in names_a]
         with closing(iter_activations(model_a, inputs, union, **kw)) as gen:
-            for acts in gen:
-                yield _select(acts, names_a), _select(acts, names_b)
+            for acts, batch_mask in zip(gen, masks):
+                yield _select(acts, names_a), _select(acts, names_b), batch_mask
         return
     with (
-        closing(iter_activations(model_a, inputs, names_a, desc="model A", **kw)) as gen_a,
-        closing(iter_activations(model_b, inputs, names_b, desc="model B", **kw)) as gen_b,
+        closing(iter_activations(model_a, inputs, names_a, desc="model A forward", **kw)) as gen_a,
+        closing(iter_activations(model_b, inputs, names_b, desc="model B forward", **kw)) as gen_b,
     ):
-        yield from zip(gen_a, gen_b)
+        yield from zip(gen_a, gen_b, masks)
 
 
-def estimate_memory(
-    shapes_a: Mapping[str, Sequence[int]],
-    shapes_b: Mapping[str, Sequence[int]],
-    pairs: Sequence[Pair],
-    measures: Sequence[str],
-    *,
-    n_inputs: int,
-    conv: str,
-) -> int:
-    """Bytes to hold, in float64, every activation the pairs use for ``n_inputs`` inputs (the
-    shapes are those of one batch), plus two ``n x n`` float64 matrices for a Gram measure."""
-
-    def total(shape: Sequence[int]) -> float:
-        return math.prod(shape) / shape[0] * n_inputs * 8
-
-    used_a = {a for a, _, _ in pairs}
-    used_b = {b for _, b, _ in pairs}
-    size = sum(total(shapes_a[k]) for k in used_a) + sum(total(shapes_b[k]) for k in used_b)
-    if GRAM_MEASURES & set(measures):
-        rows = max(representation_shape(shapes_a[a], conv)[0] / shapes_a[a][0] for a in used_a)
-        size += 2 * 8 * (rows * n_inputs) ** 2
-    return int(size)
+def _as_tensors(inputs: Any) -> Any:
+    """Inputs as a tensor, or a dict of tensors (keyword inputs), without changing dtypes."""
+    if isinstance(inputs, Mapping):
+        return {str(k): torch.as_tensor(v) for k, v in inputs.items()}
+    return inputs if isinstance(inputs, torch.Tensor) else torch.as_tensor(inputs)
 
 
-def _check_memory(estimate: int, limit: float, measures: Sequence[str], n_inputs: int) -> None:
-    """Raise ValueError when measures computed in memory would need more than ``limit`` bytes."""
-    if estimate > limit:
-        raise ValueError(
-            f"measures {list(measures)} need all activations of {n_inputs} inputs in memory: about"
-            f" {estimate / 2**30:.2f} GiB in float64, above memory_limit={limit / 2**30:.2f} GiB."
-            f" Use streaming measures only ({sorted(STREAMING_MEASURES)}) with a batch size,"
-            " fewer layers or inputs, or a larger memory_limit"
-        )
+def _batch_size(models: Sequence[nn.Module], n: int, batch_size: int | None, train_mode: bool, world: int) -> int:
+    """The forward batch size: :func:`repsim.capture.resolve_batch_size`; under ``world`` ranks,
+    a default size is cut so that every rank gets a batch, unless batch norm uses the batch's
+    statistics (then splitting would change the activations, and :func:`shard_rows` says so)."""
+    size = max(resolve_batch_size(n, batch_size, m, train_mode=train_mode) for m in models)
+    if world > 1 and batch_size is None and not any(uses_batch_statistics(m, train_mode=train_mode) for m in models):
+        size = min(size, -(-n // world))
+    return size
 
 
-def new_accumulator(measure: str, kwargs: Mapping[str, Any]) -> Any:
-    """A fresh exact streaming accumulator of :mod:`repsim.measures.streaming` for a measure of
-    :data:`STREAMING_MEASURES` (``update(x, y)`` with 2-D batches, then ``result()``):
-    :class:`~repsim.measures.StreamingCKA` for the CKA names, otherwise
-    :class:`~repsim.measures.StreamingCCA` (``"cca"`` is mean CCA). ``kwargs`` are the
-    measure's keyword arguments (``keep`` for SVCCA, ``symmetric`` for PWCCA, ``rtol``, ``dtype``).
-    """
-    from repsim.measures import StreamingCCA, StreamingCKA
-
-    try:
-        if measure in ("cka", "linear_cka", "debiased_cka"):
-            return StreamingCKA(debiased=measure == "debiased_cka", **kwargs)
-        return StreamingCCA("mean_cca" if measure == "cca" else measure, **kwargs)
-    except TypeError as err:
-        raise ValueError(f"measure_kwargs {dict(kwargs)} of {measure!r} cannot be used when streaming: {err}") from None
-
-
-class _Stream:
-    """One exact streaming accumulator of :mod:`repsim.measures.streaming` for one pair and measure; a
-    ValueError during an update ends it and keeps the message as the row's reason."""
-
-    def __init__(self, measure: str, kwargs: Mapping[str, Any]):
-        self.measure = measure
-        self.reason = ""
-        self.accumulator = new_accumulator(measure, kwargs)
-
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        if self.reason:
-            return
-        if x.shape[0] != y.shape[0]:
-            self.reason = f"X and Y must describe the same datapoints: a batch gives {x.shape[0]} and {y.shape[0]} rows"
-            return
-        try:
-            self.accumulator.update(x, y)
-        except ValueError as err:
-            self.reason = str(err)
-
-    def value(self) -> tuple[float, str]:
-        if self.reason:
-            return math.nan, self.reason
-        try:
-            return float(self.accumulator.result()), ""
-        except ValueError as err:
-            return math.nan, str(err)
-
-
-def _representations(acts: Mapping[str, torch.Tensor], keys: set[str], conv: str) -> dict[str, Any]:
-    """2-D float64 representations of one batch's activations (or the ValueError message)."""
-    out: dict[str, Any] = {}
-    for key in keys:
-        try:
-            out[key] = as_representation(acts[key], name=key, conv=conv)
-        except ValueError as err:
-            out[key] = str(err)
-    return out
-
-
-def _compare_batched(
-    batches: Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]],
+def _streamed_rows(
     plan: Sequence[Pair],
-    fns: Mapping[str, MeasureFn],
-    shapes_a: Mapping[str, Sequence[int]],
-    shapes_b: Mapping[str, Sequence[int]],
-    *,
-    conv: str,
+    measures: Sequence[str],
+    outcomes: Mapping[tuple[str, str, str], tuple[float, str]],
+    reductions: Mapping[tuple[str, str], Reduction],
+    shapes: tuple[Mapping[str, Sequence[int]], Mapping[str, Sequence[int]]],
     n_inputs: int,
-    memory_limit: float,
-    measure_kwargs: Mapping[str, Mapping[str, Any]],
-    progress: bool,
-) -> pd.DataFrame:
-    """Compare over several batches: streaming measures accumulate batch by batch, the others
-    get the concatenated activations (after the memory check)."""
-    streamed = [m for m in fns if m in STREAMING_MEASURES]
+    tokens: int | None,
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The rows of the streamed measures, ``{(layer_a, layer_b, measure): row}``; ``shapes`` are
+    those of one batch, the rows count all ``n_inputs``."""
+    full_a, full_b = ({k: (n_inputs, *s[1:]) for k, s in side.items()} for side in shapes)
+    return {
+        (a, b, m): make_row((a, b, matched), m, outcomes[a, b, m], reductions[a, b], (full_a[a], full_b[b]), tokens)
+        for a, b, matched in plan
+        for m in measures
+    }
+
+
+def _this_rank(inputs: Any, mask: torch.Tensor | None, size: int, fns: Mapping[str, MeasureFn]) -> tuple[Any, Any]:
+    """The inputs (and attention mask) of this rank's batches (:func:`repsim.distributed.shard_rows`);
+    ``ValueError`` for measures that cannot be all-reduced."""
     held = [m for m in fns if m not in STREAMING_MEASURES]
     if held:
-        estimate = estimate_memory(shapes_a, shapes_b, plan, held, n_inputs=n_inputs, conv=conv)
-        _check_memory(estimate, memory_limit, held, n_inputs)
-    streams = {(a, b, m): _Stream(m, measure_kwargs.get(m, {})) for a, b, _ in plan for m in streamed}
-    used_a, used_b = {a for a, _, _ in plan}, {b for _, b, _ in plan}
-    stored_a: dict[str, list[torch.Tensor]] = {}
-    stored_b: dict[str, list[torch.Tensor]] = {}
-    for acts_a, acts_b in batches:
-        reps_a, reps_b = _representations(acts_a, used_a, conv), _representations(acts_b, used_b, conv)
-        for (a, b, _), stream in streams.items():
-            x, y = reps_a[a], reps_b[b]
-            if isinstance(x, str) or isinstance(y, str):
-                stream.reason = stream.reason or (x if isinstance(x, str) else y)
-            else:
-                stream.update(x, y)
-        if held:
-            for key in used_a:
-                stored_a.setdefault(key, []).append(acts_a[key])
-            for key in used_b:
-                stored_b.setdefault(key, []).append(acts_b[key])
-    full_a = {k: (n_inputs, *s[1:]) for k, s in shapes_a.items()}
-    full_b = {k: (n_inputs, *s[1:]) for k, s in shapes_b.items()}
-    matched = {(a, b): flag for a, b, flag in plan}
-    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for (a, b, m), stream in streams.items():
-        value, reason = stream.value()
-        rows[a, b, m] = _row(a, b, m, matched[a, b], value, reason, conv, full_a[a], full_b[b])
-    if held:
-        cat_a = {k: torch.cat(v) for k, v in stored_a.items()}
-        cat_b = {k: torch.cat(v) for k, v in stored_b.items()}
-        for row in pair_rows(
-            cat_a, cat_b, plan, {m: fns[m] for m in held}, conv=conv, measure_kwargs=measure_kwargs, progress=progress
-        ):
-            rows[row["layer_a"], row["layer_b"], row["measure"]] = row
-    return to_frame([rows[a, b, m] for a, b, _ in plan for m in fns])
+        raise ValueError(
+            f"measures {held} need every activation in one process; across ranks use streaming measures"
+            f" ({sorted(STREAMING_MEASURES)}), or run in one process"
+        )
+    mine = shard_rows(input_count(inputs), size, *rank_and_world())
+    return input_rows(inputs, mine), None if mask is None else mask[mine]
 
 
 def compare_models(
@@ -401,19 +330,26 @@ def compare_models(
     measures: str | Sequence[str] = ("cca", "cka"),
     pairs: str = "diagonal",
     conv: str = "channels",
+    seq: str | None = None,
+    conv_fallback: str | None = "mean",
+    seq_fallback: str | None = "mean",
     batch_size: int | None = None,
     device: str | torch.device = "cpu",
     train_mode: bool = False,
     memory_limit: float = DEFAULT_MEMORY_LIMIT,
     measure_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     progress: bool = True,
+    distributed: bool = False,
 ) -> pd.DataFrame:
     """Compare the representations of two models layer by layer on the same ``inputs``.
 
     Args:
         model_a, model_b: any modules (the same object is run once).
-        inputs: ``(N, ...)`` tensor or array fed to both models.
-        layers_a: module paths or globs of model A (see :func:`repsim.capture.resolve_layers`).
+        inputs: ``(N, ...)`` tensor or array fed to both models, or keyword inputs (a mapping of
+            names to ``(N, ...)`` arrays, passed as ``model(**batch)``; an ``"attention_mask"``
+            among them leaves padding out of the sequence policies).
+        layers_a: module paths or globs of model A (see :func:`repsim.capture.resolve_layers`:
+            ``"conv*"`` matches the model's named layers ``conv1``.. before any sub-module).
         layers_b: those of model B; ``None`` uses ``layers_a`` and matches layers by name,
             otherwise the i-th layer of A matches the i-th of B.
         measures: names in :data:`repsim.measures.MEASURES` (sequence or comma-separated).
@@ -421,6 +357,10 @@ def compare_models(
             layer of B, as a heatmap needs).
         conv: policy for 4-D activations, one of :data:`repsim.CONV_POLICIES`; ``"channels"``
             (channels are neurons, every position of every input a datapoint) is the paper's.
+        seq: policy for 3-D activations ``(N, T, D)``, one of
+            :data:`repsim.measures.inputs.SEQ_POLICIES`; ``None`` refuses sequences.
+        conv_fallback, seq_fallback: policies for the pairs whose datapoints differ under
+            ``conv`` and ``seq`` (:mod:`repsim.policies`); ``None`` refuses such pairs.
         batch_size: inputs per forward pass; ``None`` is one batch where it matters or fits
             (see :mod:`repsim.capture`).
         device: where the models run (they are moved there in place, like ``Module.to``) and
@@ -428,51 +368,52 @@ def compare_models(
         train_mode: forward in train mode (batch norm uses batch statistics; buffers restored).
         memory_limit: bytes allowed for activations of measures computed in memory.
         measure_kwargs: extra keyword arguments per measure name, e.g. ``{"svcca": {"keep": 0.99}}``.
-        progress: show tqdm bars.
+        progress: show progress (:func:`repsim.progress.progress_bar`).
+        distributed: split the batches across the ranks of the initialised default
+            ``torch.distributed`` process group (every rank calls this with the same arguments
+            and gets the same table); streaming measures only.
 
     Returns:
         DataFrame with :data:`COLUMNS` (module docstring), rows in pair order then measure order.
     """
     fns = resolve_measures(measures, measure_kwargs)
-    check_choice(conv, CONV_POLICIES, "conv")
+    policies = Policies(conv, seq, conv_fallback, seq_fallback)
     check_choice(pairs, PAIRS, "pairs")
     names_a = resolve_layers(model_a, layers_a)
     names_b = resolve_layers(model_b, layers_a if layers_b is None else layers_b)
-    n_inputs = len(inputs)
-    size = max(resolve_batch_size(n_inputs, batch_size, m, train_mode=train_mode) for m in (model_a, model_b))
-    keep = torch.device(device).type != "cpu"
+    inputs = _as_tensors(inputs)
+    n_inputs = input_count(inputs)
+    mask = inputs.get(MASK_KEY) if isinstance(inputs, Mapping) else None
+    size = _batch_size((model_a, model_b), n_inputs, batch_size, train_mode, rank_and_world()[1] if distributed else 1)
+    here = _this_rank(inputs, mask, size, fns) if distributed else (inputs, mask)
+    forward = {"batch_size": size, "device": device, "train_mode": train_mode, "progress": progress}
     batches = _paired_batches(
-        model_a,
-        model_b,
-        inputs,
-        names_a,
-        names_b,
-        batch_size=size,
-        device=device,
-        train_mode=train_mode,
-        keep_on_device=keep,
-        progress=progress,
+        model_a, model_b, *here, names_a, names_b, keep_on_device=torch.device(device).type != "cpu", **forward
     )
+    options = {"policies": policies, "measure_kwargs": measure_kwargs, "progress": progress}
     with closing(batches):
-        first_a, first_b = next(batches)
+        first_a, first_b, first_mask = next(batches)
         plan = layer_pairs(list(first_a), list(first_b), pairs, by_name=layers_b is None)
-        shapes_a = {k: tuple(v.shape) for k, v in first_a.items()}
-        shapes_b = {k: tuple(v.shape) for k, v in first_b.items()}
+        shapes = ({k: tuple(v.shape) for k, v in first_a.items()}, {k: tuple(v.shape) for k, v in first_b.items()})
+        reductions = plan_reductions(plan, *shapes, policies)
+        held = [m for m in fns if m not in STREAMING_MEASURES or size >= n_inputs]
+        if held:
+            estimate = estimate_memory(*shapes, plan, reductions, held, n_inputs=n_inputs, tokens=real_tokens(mask))
+            check_memory(estimate, memory_limit, held)
         if size >= n_inputs:
-            estimate = estimate_memory(shapes_a, shapes_b, plan, list(fns), n_inputs=n_inputs, conv=conv)
-            _check_memory(estimate, memory_limit, list(fns), n_inputs)
-            return to_frame(
-                pair_rows(first_a, first_b, plan, fns, conv=conv, measure_kwargs=measure_kwargs, progress=progress)
-            )
-        return _compare_batched(
-            chain([(first_a, first_b)], batches),
+            return to_frame(pair_rows(first_a, first_b, plan, fns, mask=first_mask, **options))
+        streamed = [m for m in fns if m not in held]
+        outcomes, kept = compare_batched(
+            chain([(first_a, first_b, first_mask)], batches),
             plan,
-            fns,
-            shapes_a,
-            shapes_b,
-            conv=conv,
-            n_inputs=n_inputs,
-            memory_limit=memory_limit,
+            reductions,
+            {m: fns[m] for m in streamed},
+            keep=bool(held),
             measure_kwargs=measure_kwargs or {},
-            progress=progress,
+            distributed=distributed,
         )
+    rows = _streamed_rows(plan, streamed, outcomes, reductions, shapes, n_inputs, real_tokens(mask))
+    if kept is not None:
+        in_memory = pair_rows(*kept, plan, {m: fns[m] for m in held}, mask=mask, **options)
+        rows.update({(r["layer_a"], r["layer_b"], r["measure"]): r for r in in_memory})
+    return to_frame([rows[a, b, m] for a, b, _ in plan for m in fns])

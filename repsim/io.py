@@ -63,6 +63,15 @@ def stale_temporaries(folder: str | Path) -> list[Path]:
     return [p for p in found if (pid := writer_pid(p)) is None or not process_alive(pid)]
 
 
+def check_output_folder(out: str | Path) -> Path:
+    """``out`` as a path, if it can be an output folder (absent, or a folder); ``ValueError``
+    otherwise. Commands check this before they compute, :func:`staged_folder` again."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {str(out)!r} exists and is not a folder")
+    return out
+
+
 @contextmanager
 def staged_folder(out: str | Path) -> Iterator[Path]:
     """A folder for a command's outputs that become ``out``'s only when the block succeeds.
@@ -73,9 +82,7 @@ def staged_folder(out: str | Path) -> Iterator[Path]:
     staging folder is removed, and ``out`` too if this call created it, so nothing is left
     behind. ``ValueError`` if ``out`` exists and is not a folder.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output folder {str(out)!r} exists and is not a folder")
+    out = check_output_folder(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:

@@ -36,8 +36,33 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def heatmap_figure(df: pd.DataFrame, measure: str) -> Figure:
-    """Heatmap of ``measure`` for every layer of A (rows) against every layer of B (columns).
+def _main_policy(part: pd.DataFrame, kind: str) -> str:
+    """The policy of ``kind`` (``"conv"``, ``"seq"``) most matched pairs used (``"none"`` if none)."""
+    used = part.loc[part["matched"], kind]
+    used = used[used != "none"] if (used != "none").any() else part.loc[part[kind] != "none", kind]
+    return str(used.mode().iloc[0]) if len(used) else "none"
+
+
+def _fallback_cells(part: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Which rows used a fallback policy (another ``conv`` or ``seq`` than the matched pairs':
+    their datapoints differed, :mod:`repsim.policies`), and a line for the title saying so."""
+    main = {kind: _main_policy(part, kind) for kind in ("conv", "seq")}
+    other = pd.Series(False, index=part.index)
+    fallbacks = []
+    for kind, policy in main.items():
+        differs = (part[kind] != "none") & (part[kind] != policy)
+        other |= differs
+        fallbacks += [f"{kind} {v}" for v in sorted(set(part.loc[differs, kind]))]
+    asked = ", ".join(f"{kind} {policy}" for kind, policy in main.items() if policy != "none")
+    if not fallbacks:
+        return other, f" ({asked})" if asked else ""
+    return other, f"\n{asked}; * {', '.join(fallbacks)} where the datapoints differ"
+
+
+def heatmap_figure(df: pd.DataFrame, measure: str, *, names: tuple[str, str] = ("model A", "model B")) -> Figure:
+    """Heatmap of ``measure`` for every layer of A (rows) against every layer of B (columns),
+    titled with the measure and both models' ``names``; cells whose pair used a fallback policy
+    (:mod:`repsim.policies`) are marked ``*``.
 
     ``df`` must hold all pairs (``compare_models(..., pairs="all")``); NaN cells stay blank.
     """
@@ -49,26 +74,40 @@ def heatmap_figure(df: pd.DataFrame, measure: str) -> Figure:
             f" got {len(part)} of {len(rows) * len(cols)} pairs"
         )
     grid = part.pivot(index="layer_a", columns="layer_b", values="value").loc[rows, cols]
+    other, note = _fallback_cells(part)
+    marked = part.assign(other=other.to_numpy()).pivot(index="layer_a", columns="layer_b", values="other")
     size = max(4.0, 0.6 * len(cols) + 2.5), max(3.5, 0.5 * len(rows) + 1.5)
     fig = Figure(figsize=size, layout="constrained")
     ax = fig.add_subplot()
     finite = grid.to_numpy()[np.isfinite(grid.to_numpy())]
     low, high = float(finite.min(initial=0.0)), float(finite.max(initial=1.0))  # distances may exceed 1
+    text = grid.map(lambda v: "" if np.isnan(v) else f"{v:.2f}") + marked.loc[rows, cols].map(
+        lambda m: "*" if m else ""
+    )
+    annotate = grid.size <= 144
     sns.heatmap(
-        grid, ax=ax, vmin=low, vmax=high, cmap="viridis", annot=grid.size <= 144, fmt=".2f", cbar_kws={"label": measure}
+        grid,
+        ax=ax,
+        vmin=low,
+        vmax=high,
+        cmap="viridis",
+        annot=text if annotate else False,
+        fmt="",
+        cbar_kws={"label": measure},
     )
     ax.set_facecolor("0.92")
     for i, j in zip(*np.nonzero(grid.isna().to_numpy())):
         ax.text(j + 0.5, i + 0.5, "n/a", ha="center", va="center", color="0.45", fontsize=8)
-    ax.set_xlabel("model B layer")
-    ax.set_ylabel("model A layer")
-    note = " (n/a: see 'reason')" if grid.isna().any().any() else ""
-    ax.set_title(f"{measure}: every layer against every layer{note}")
+    ax.set_xlabel(f"{names[1]} (model B) layer")
+    ax.set_ylabel(f"{names[0]} (model A) layer")
+    missing = " (n/a: see 'reason')" if grid.isna().any().any() else ""
+    ax.set_title(f"{measure}: {names[0]} vs {names[1]}{missing}{note}", fontsize=10)
     return fig
 
 
-def per_layer_figure(df: pd.DataFrame) -> Figure:
-    """Similarity of each matched layer pair (x, in forward order), one line per measure."""
+def per_layer_figure(df: pd.DataFrame, *, names: tuple[str, str] = ("model A", "model B")) -> Figure:
+    """Similarity of each matched layer pair (x, in forward order), one line per measure,
+    titled with both models' ``names``."""
     part = df[df["matched"]]
     if part.empty:
         raise ValueError("no matched layer pairs to plot")
@@ -85,7 +124,7 @@ def per_layer_figure(df: pd.DataFrame) -> Figure:
     ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
     ax.set_ylabel("similarity")
     ax.set_xlabel("layer")
-    ax.set_title("similarity of matched layers")
+    ax.set_title(f"matched layers: {names[0]} vs {names[1]}", fontsize=10)
     ax.legend(title="measure")
     ax.grid(alpha=0.3)
     return fig
@@ -143,15 +182,17 @@ def steps_figure(summary: pd.DataFrame, *, inputs: str = "query") -> Figure:
     return fig
 
 
-def compare_figures(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+def compare_figures(
+    df: pd.DataFrame, out_dir: str | Path, *, names: tuple[str, str] = ("model A", "model B")
+) -> list[Path]:
     """Write ``per_layer.png`` and, when ``df`` holds every pair, ``heatmap_<measure>.png`` per
-    measure into ``out_dir``; returns the written paths."""
+    measure into ``out_dir``, titled with both models' ``names``; returns the written paths."""
     out = Path(out_dir)
-    written = [save_figure(per_layer_figure(df), out / "per_layer.png")]
+    written = [save_figure(per_layer_figure(df, names=names), out / "per_layer.png")]
     complete = len(df) == df["layer_a"].nunique() * df["layer_b"].nunique() * df["measure"].nunique()
     if complete:
         for m in _ordered(df["measure"]):
-            written.append(save_figure(heatmap_figure(df, m), out / f"heatmap_{m}.png"))
+            written.append(save_figure(heatmap_figure(df, m, names=names), out / f"heatmap_{m}.png"))
     return written
 
 

@@ -18,7 +18,8 @@ table, are left out of the mean, and are counted in ``n_undefined``.
 This module reads the folder without importing ``meta``; the model is built from the spec in the
 manifest (which, for snapshots written by ``meta``, names ``meta.core.models``).
 
-Imports: :mod:`repsim.capture`, :mod:`repsim.compare`, :mod:`repsim.measures.inputs` and
+Imports: :mod:`repsim.capture`, :mod:`repsim.compare`, :mod:`repsim.measures.inputs`,
+:mod:`repsim.policies`, :mod:`repsim.progress`, :mod:`repsim.tensor_files` and
 :mod:`repsim.weights`; never :mod:`meta` (the module a model spec names is imported by
 :func:`repsim.weights.build_model`, by name, when a report runs).
 """
@@ -35,11 +36,12 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from repsim.capture import capture_activations
 from repsim.compare import check_choice, layer_pairs, pair_rows, resolve_measures, warn_undefined
 from repsim.measures.inputs import CONV_POLICIES
+from repsim.policies import Policies
+from repsim.progress import progress_bar
 from repsim.tensor_files import read_tensor_file
 from repsim.weights import apply_state_dict, build_model, load_state_dict
 
@@ -225,7 +227,7 @@ def _task_rows(
         after = before if path is None else capture()
         for which in sets:
             compared = pair_rows(
-                before[which], after[which], pairs[which], fns, conv=conv, measure_kwargs=measure_kwargs
+                before[which], after[which], pairs[which], fns, policies=Policies(conv), measure_kwargs=measure_kwargs
             )
             for row in compared:
                 rows.append(
@@ -269,7 +271,7 @@ def report_snapshot(
         confidence: level of the t-interval over tasks.
         measure_kwargs: extra keyword arguments per measure.
         trusted: model factories to trust besides the allowlist (the command line's ``--model``).
-        progress: tqdm bar over tasks.
+        progress: progress over tasks (:func:`repsim.progress.progress_bar`).
 
     Returns:
         ``(per_task, summary)``: per_task has :data:`PER_TASK_COLUMNS`, one row per task, input
@@ -284,7 +286,7 @@ def report_snapshot(
     chosen = list(manifest["layers"] if layers is None else layers)
     sets = ("query", "support") if inputs == "both" else (inputs,)
     rows = []
-    for task in tqdm(manifest["tasks"], desc="tasks", unit="task", disable=not progress):
+    for task in progress_bar(manifest["tasks"], desc="snapshot tasks", unit="task", enabled=progress):
         rows += _task_rows(
             model,
             meta_state,

@@ -1,4 +1,4 @@
-"""Safe loading of weights and inputs, and models named by a factory spec.
+"""Safe loading of weights, and models named by a factory spec.
 
 Loading never executes code from a file:
 
@@ -43,20 +43,18 @@ from __future__ import annotations
 
 import importlib
 import json
-import zipfile
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import safetensors
 import safetensors.torch
 import torch
 from torch import nn
 
 from repsim.io import atomic_write_bytes
-from repsim.tensor_files import DamagedFileError, read_tensor_file
+from repsim.tensor_files import read_tensor_file
 
 #: Keys under which a checkpoint dict may hold its state_dict, in the order they are tried.
 STATE_DICT_KEYS = ("state_dict", "model")
@@ -306,30 +304,50 @@ def _prefix_hint(missing: list[str], unexpected: list[str]) -> str:
     return "Strip or remap key prefixes with --strip-prefix PREFIX or --rename OLD=NEW (remap_keys in Python)"
 
 
-def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> nn.Module:
-    """Load ``state`` into ``model`` strictly; mismatched keys or shapes raise a ValueError.
+def _sentence(text: str) -> str:
+    """``text`` ending with a full stop (a key prefix such as ``module.`` already has one)."""
+    return text if text.endswith(".") else text + "."
+
+
+def apply_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint", advice: str = ""
+) -> nn.Module:
+    """Load ``state`` into ``model`` strictly; mismatched keys or shapes raise a ValueError that
+    names them, followed by ``advice`` (where the model's kwargs came from, what to do).
 
     Raises:
         CheckpointKeyError: lists the keys the checkpoint lacks and the ones the model lacks
             (with a hint about ``--strip-prefix`` / ``--rename`` when a common prefix explains
             the difference).
+        ValueError: tensors whose shapes differ, each as ``key: checkpoint (..) vs model (..)``.
     """
     own = model.state_dict()
     expected = set(own)
     missing = sorted(expected - set(state))
     unexpected = sorted(set(state) - expected)
+    tail = f" {advice}" if advice else ""
     if missing or unexpected:
         raise CheckpointKeyError(
             f"{source} does not match the model: {len(missing)} missing keys {_preview(missing)};"
-            f" {len(unexpected)} unexpected keys {_preview(unexpected)}. {_prefix_hint(missing, unexpected)}",
+            f" {len(unexpected)} unexpected keys {_preview(unexpected)}."
+            f" {_sentence(_prefix_hint(missing, unexpected))}{tail}",
             missing=missing,
             unexpected=unexpected,
+        )
+    shapes = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(tensor.shape)}"
+        for key, tensor in own.items()
+        if tuple(state[key].shape) != tuple(tensor.shape)
+    ]
+    if shapes:
+        raise ValueError(
+            f"{source} does not fit the model: {len(shapes)} tensor(s) differ in shape: {_preview(shapes, 10)}.{tail}"
         )
     _check_dtypes(own, state, source)
     try:
         model.load_state_dict(dict(state), strict=True)
     except RuntimeError as err:
-        raise ValueError(f"{source} does not fit the model: {err}") from None
+        raise ValueError(f"{source} does not fit the model: {err}{tail}") from None
     return model
 
 
@@ -349,6 +367,23 @@ def _check_dtypes(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Ten
         )
 
 
+def kwargs_advice(factory: str, kwargs: Mapping[str, Any], kwargs_from: str | Path | None) -> str:
+    """What to tell a user whose checkpoint does not fit ``factory(**kwargs)``: where the kwargs
+    came from (``kwargs_from``: the file that recorded them, or ``None`` when the caller gave them)
+    and where the right ones are."""
+    if kwargs_from is not None:
+        return (
+            f"The model was built from the spec in {str(kwargs_from)!r} ({factory} with {dict(kwargs)}), so the"
+            " weights were not saved from that run's model: check which weights file belongs to which run folder"
+        )
+    return (
+        f"The model was built as {factory} with kwargs {dict(kwargs)}, and a checkpoint fits only the kwargs its"
+        " model was built with. A run of meta records them in its config.json ('model': {'factory', 'kwargs'}):"
+        " pass the run folder instead of the weights file (--a RUN_DIR, --b RUN_DIR) to take them from there, or"
+        " copy them into --model-kwargs"
+    )
+
+
 def load_model(
     factory: str,
     kwargs: Mapping[str, Any] | None,
@@ -358,12 +393,16 @@ def load_model(
     trusted: Iterable[str] = (),
     strip_prefixes: Iterable[str] = (),
     rename: Mapping[str, str] | None = None,
+    kwargs_from: str | Path | None = None,
 ) -> nn.Module:
     """Build ``factory(**kwargs)`` (``source`` and ``trusted`` as in :func:`build_model`) and
-    load the (remapped) weights of ``checkpoint`` into it."""
+    load the (remapped) weights of ``checkpoint`` into it. When they do not fit, the error names
+    the keys or shapes and says where the kwargs came from (``kwargs_from``: the file that
+    recorded them; ``None``: the caller) and where the right ones are (:func:`kwargs_advice`)."""
     model = build_model(factory, kwargs, source=source, trusted=trusted)
     state = load_state_dict(checkpoint, strip_prefixes=strip_prefixes, rename=rename)
-    return apply_state_dict(model, state, source=f"checkpoint {str(checkpoint)!r}")
+    advice = kwargs_advice(factory, kwargs or {}, kwargs_from)
+    return apply_state_dict(model, state, source=f"checkpoint {str(checkpoint)!r}", advice=advice)
 
 
 def save_state_dict(path: str | Path, state: Mapping[str, torch.Tensor]) -> Path:
@@ -373,38 +412,3 @@ def save_state_dict(path: str | Path, state: Mapping[str, torch.Tensor]) -> Path
     """
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     return atomic_write_bytes(Path(path), safetensors.torch.save(tensors))
-
-
-def load_inputs(path: str | Path) -> torch.Tensor:
-    """Load the inputs of a comparison: an ``.npz`` with an array ``x`` (read without pickle), or
-    a tensor file (``torch.save`` of a tensor, or a dict with key ``"x"``; safetensors with key
-    ``"x"``) read without executing code. Returns a CPU tensor ``(N, ...)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"inputs file {str(path)!r} does not exist or is not a file")
-    if path.suffix == ".npz":
-        return _npz_inputs(path)
-    obj = read_tensor_file(path)
-    if isinstance(obj, Mapping) and isinstance(obj.get("x"), torch.Tensor):
-        obj = obj["x"]
-    if not isinstance(obj, torch.Tensor):
-        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a tensor of inputs")
-    if obj.ndim == 0 or obj.shape[0] == 0:
-        raise ValueError(f"{str(path)!r}: inputs must be (N, ...) with N >= 1; got {tuple(obj.shape)}")
-    return obj
-
-
-def _npz_inputs(path: Path) -> torch.Tensor:
-    """The array ``x`` of an ``.npz`` file, read without pickle (``DamagedFileError`` for a file
-    that is not a readable ``.npz``)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "x" not in data.files:
-                raise ValueError(f"{str(path)!r} has no array 'x' (it has {data.files})")
-            return torch.from_numpy(np.array(data["x"]))
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DamagedFileError(f"{str(path)!r} is not a readable .npz file: {err}") from None
-    except ValueError as err:
-        if "has no array" in str(err):
-            raise
-        raise DamagedFileError(f"{str(path)!r} is not a readable .npz file: {err}") from None

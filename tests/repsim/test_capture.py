@@ -16,6 +16,7 @@ from repsim.capture import (
     iter_activations,
     resolve_batch_size,
     resolve_layers,
+    uses_batch_statistics,
 )
 
 
@@ -101,8 +102,43 @@ def test_glob_selection_order_and_deduplication():
     assert resolve_layers(model, "conv?") == ["conv1", "conv2"]
     assert resolve_layers(model, ["head", "conv*.0"]) == ["head", "conv1.0", "conv2.0"]
     assert resolve_layers(model, ["conv1", "conv?"]) == ["conv1", "conv2"]
-    # fnmatch's * crosses dots: every submodule of conv1 and conv1 itself
-    assert resolve_layers(model, "conv1*") == ["conv1", "conv1.0", "conv1.1", "conv1.2", "conv1.3"]
+    # a glob matches the named layers (top-level children) before any sub-module ...
+    assert resolve_layers(model, "conv*") == ["conv1", "conv2"]
+    assert resolve_layers(model, "conv1*") == ["conv1"]
+    # ... and only a glob that matches none of them every module path (where * crosses dots)
+    assert resolve_layers(model, "conv1.*") == ["conv1.0", "conv1.1", "conv1.2", "conv1.3"]
+    assert resolve_layers(model, "*.1") == ["conv1.1", "conv2.1"]
+
+
+def test_globs_of_conv4_match_its_declared_layers():
+    from meta.core.models import conv4
+
+    model = conv4(ways=5, in_channels=1, variant="omniglot")
+    assert resolve_layers(model, "conv*") == ["conv1", "conv2", "conv3", "conv4"]
+    assert resolve_layers(model, ["conv*", "head"]) == ["conv1", "conv2", "conv3", "conv4", "head"]
+    assert resolve_layers(model, "*") == ["conv1", "conv2", "conv3", "conv4", "head"]
+    assert resolve_layers(model, "conv1.*") == ["conv1.conv", "conv1.norm"]
+    # its own batch norm keeps no running statistics: a batch's activations depend on the batch
+    assert uses_batch_statistics(model) and resolve_batch_size(2000, None, model) == 2000
+    plain = conv4(ways=5, in_channels=1, variant="omniglot", batch_norm="none")
+    assert not uses_batch_statistics(plain) and resolve_batch_size(2000, None, plain) == 256
+
+
+def test_a_declared_layers_attribute_comes_before_the_children():
+    class Declared(torch.nn.Module):
+        layers = ("block.inner", "out")
+
+        def __init__(self):
+            super().__init__()
+            self.block = torch.nn.Sequential()
+            self.block.add_module("inner", torch.nn.Linear(2, 2))
+            self.out = torch.nn.Linear(2, 1)
+
+    assert resolve_layers(Declared(), "*") == ["block.inner", "out"]
+    Declared.layers = ("block.inner", "missing")  # not all module paths: the children instead
+    assert resolve_layers(Declared(), "*") == ["block", "out"]
+    with pytest.raises(LayerNotFoundError, match=r"named layers are: block, out; every module path: block, "):
+        resolve_layers(Declared(), "nothing*")
 
 
 def test_module_called_twice_is_recorded_per_call_with_a_warning():
@@ -194,13 +230,20 @@ def test_layer_that_does_not_run_and_non_tensor_output_are_errors():
     assert _hook_count(model) == 0
 
     class DictOut(nn.Module):
-        def __init__(self):
+        def __init__(self, out):
             super().__init__()
             self.inner = nn.Module()
-            self.inner.forward = lambda x: {"y": x}
+            self.inner.forward = out
 
         def forward(self, x):
-            return self.inner(x)["y"]
+            self.inner(x)
+            return x
 
+    x = toy_models.randn(3, 2)
+    # a mapping's first tensor (a transformers model output's last_hidden_state) is the output
+    got = capture_activations(DictOut(lambda x: {"name": "y", "y": 2 * x}), x, ["inner"], progress=False)
+    assert torch.equal(got["inner"], 2 * x)
     with pytest.raises(ValueError, match="returned a dict"):
-        capture_activations(DictOut(), toy_models.randn(3, 2), ["inner"], progress=False)
+        capture_activations(DictOut(lambda x: {"name": "y"}), x, ["inner"], progress=False)
+    with pytest.raises(ValueError, match="returned a str"):
+        capture_activations(DictOut(lambda x: "y"), x, ["inner"], progress=False)

@@ -18,7 +18,6 @@ from repsim.weights import (
     ModelSpecError,
     apply_state_dict,
     build_model,
-    load_inputs,
     load_model,
     load_state_dict,
     parse_json_object,
@@ -173,21 +172,18 @@ def test_strip_prefix_and_rename(tmp_path):
         parse_rename(["nothing"])
 
 
-def test_shape_mismatch_is_a_value_error(tmp_path):
+def test_shape_mismatch_names_the_tensors_and_where_the_kwargs_come_from(tmp_path):
     save_state_dict(tmp_path / "w.safetensors", toy_models.mlp(hidden=4).state_dict())
-    with pytest.raises(ValueError, match="does not fit the model"):
+    with pytest.raises(ValueError, match="does not fit the model") as info:
         load_model("toy_models:mlp", {"hidden": 5}, tmp_path / "w.safetensors", source=None)
-
-
-def test_load_inputs(tmp_path):
-    x = np.arange(24, dtype=np.float32).reshape(4, 6)
-    np.savez(tmp_path / "x.npz", x=x)
-    assert torch.equal(load_inputs(tmp_path / "x.npz"), torch.from_numpy(x))
-    torch.save(torch.from_numpy(x), tmp_path / "x.pt")
-    assert torch.equal(load_inputs(tmp_path / "x.pt"), torch.from_numpy(x))
-    np.savez(tmp_path / "y.npz", y=x)
-    with pytest.raises(ValueError, match="no array 'x'"):
-        load_inputs(tmp_path / "y.npz")
+    message = str(info.value)
+    assert "fc1.weight: checkpoint (4, 6) vs model (5, 6)" in message
+    assert "kwargs {'hidden': 5}" in message and "config.json" in message and "--a RUN_DIR" in message
+    with pytest.raises(ValueError, match="spec in 'runs/x/config.json'") as info:
+        load_model(
+            "toy_models:mlp", {"hidden": 5}, tmp_path / "w.safetensors", source=None, kwargs_from="runs/x/config.json"
+        )
+    assert "fc1.weight: checkpoint (4, 6) vs model (5, 6)" in str(info.value)
 
 
 # --------------------------------------------------------------------------- comparison
@@ -196,7 +192,7 @@ from repsim.capture import LayerNotFoundError, RepeatedCallWarning, capture_acti
 from repsim.compare import COLUMNS, UndefinedSimilarityWarning, compare_models  # noqa: E402
 from repsim.io import write_csv  # noqa: E402
 
-EXPECTED_HEADER = "layer_a,layer_b,measure,value,conv,n,d_a,d_b,matched,reason"
+EXPECTED_HEADER = "layer_a,layer_b,measure,value,conv,seq,n,d_a,d_b,matched,reason"
 
 
 def _measure(name):
@@ -271,25 +267,34 @@ def test_two_architectures_with_explicit_layer_lists():
 
 def test_undefined_values_are_nan_with_a_reason():
     a, b = toy_models.convnet(seed=1), toy_models.convnet(seed=2)
-    x = toy_models.randn(6, 1, 8, 8)
-    with pytest.warns(UndefinedSimilarityWarning, match="NaN"):
-        df = compare_models(
-            a, b, x, layers_a=["conv1", "conv2", "head"], pairs="all", measures=("cca", "cka"), progress=False
-        )
-    assert len(df) == 3 * 3 * 2
-    undefined = df[df["value"].isna()]
-    assert (undefined["reason"].str.len() > 0).all()
-    assert (df.loc[df["value"].notna(), "reason"] == "").all()
-    # conv1 (6*16 rows) against conv2 (6*4 rows) under "channels": different datapoints
-    cross = df[(df["layer_a"] == "conv1") & (df["layer_b"] == "conv2")]
-    assert cross["value"].isna().all() and cross["reason"].str.contains("same datapoints").all()
-    # CCA of the head: 6 datapoints, 3 neurons is defined; the matched conv pairs are too
-    assert df[df["matched"]]["value"].notna().all()
     tiny = toy_models.randn(3, 1, 8, 8)
-    with pytest.warns(UndefinedSimilarityWarning):
+    with pytest.warns(UndefinedSimilarityWarning, match="NaN"):
         head = compare_models(a, b, tiny, layers_a=["head"], measures=("cca", "cka"), progress=False)
-    assert np.isnan(head["value"].iloc[0]) and head["reason"].iloc[0]
-    assert np.isfinite(head["value"].iloc[1])
+    assert np.isnan(head["value"].iloc[0]) and "CCA is trivially 1" in head["reason"].iloc[0]
+    assert np.isfinite(head["value"].iloc[1]) and head["reason"].iloc[1] == ""
+
+
+def test_cross_layer_pairs_use_the_fallback_where_the_datapoints_differ():
+    a, b = toy_models.convnet(seed=1), toy_models.convnet(seed=2)
+    x = toy_models.randn(12, 1, 8, 8)
+    df = compare_models(a, b, x, layers_a=["conv1", "conv2", "head"], pairs="all", measures=("cka",), progress=False)
+    assert len(df) == 9 and df["value"].notna().all() and (df["reason"] == "").all()
+    policy = {(r.layer_a, r.layer_b): (r.conv, r.n) for r in df.itertuples()}
+    # the diagonal keeps the paper's policy: conv1 is 4x4 per image, conv2 2x2
+    assert policy["conv1", "conv1"] == ("channels", 12 * 16) and policy["conv2", "conv2"] == ("channels", 12 * 4)
+    # conv1 (4x4) against conv2 (2x2), and a map against the head: one row per image
+    assert policy["conv1", "conv2"] == ("mean", 12) and policy["conv2", "head"] == ("mean", 12)
+    assert policy["head", "head"] == ("none", 12)
+    by_hand = compare_models(
+        a, b, x, layers_a=["conv1"], layers_b=["conv2"], conv="mean", measures="cka", progress=False
+    )
+    assert df.set_index(["layer_a", "layer_b"]).loc[("conv1", "conv2"), "value"] == by_hand["value"].iloc[0]
+    with pytest.raises(ValueError, match=r"different datapoints.*conv_fallback=.*--conv-fallback.*pairs='diagonal'"):
+        compare_models(a, b, x, layers_a="conv*", pairs="all", conv_fallback=None, measures="cka", progress=False)
+    flatten = compare_models(
+        a, b, x, layers_a="conv*", pairs="all", conv_fallback="flatten", measures="cka", progress=False
+    )
+    assert list(flatten["conv"]) == ["channels", "flatten", "flatten", "channels"]
 
 
 def test_csv_schema(tmp_path):
@@ -319,7 +324,7 @@ def test_batched_streaming_equals_one_batch(factory, shape, layers):
     measures = ("cka", "debiased_cka", "cca", "svcca", "pwcca", "procrustes")
     whole = compare_models(a, b, x, layers_a=layers, pairs="all", measures=measures, progress=False)
     batched = compare_models(a, b, x, layers_a=layers, pairs="all", measures=measures, batch_size=8, progress=False)
-    facts = ["layer_a", "layer_b", "measure", "conv", "n", "d_a", "d_b", "matched"]
+    facts = ["layer_a", "layer_b", "measure", "conv", "seq", "n", "d_a", "d_b", "matched"]
     pd.testing.assert_frame_equal(batched[facts], whole[facts])
     np.testing.assert_array_equal(batched["reason"] == "", whole["reason"] == "")
     np.testing.assert_allclose(batched["value"], whole["value"], rtol=0, atol=1e-8)

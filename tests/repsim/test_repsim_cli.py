@@ -20,7 +20,7 @@ import toy_models  # noqa: E402
 from repsim.compare import compare_models  # noqa: E402
 from repsim.weights import save_state_dict  # noqa: E402
 
-HEADER = "layer_a,layer_b,measure,value,conv,n,d_a,d_b,matched,reason"
+HEADER = "layer_a,layer_b,measure,value,conv,seq,n,d_a,d_b,matched,reason"
 
 
 def repsim(*args: str) -> subprocess.CompletedProcess:
