@@ -198,6 +198,7 @@ def _spec(model: nn.Module, inner: InnerLoop, scale: float, inputs: Sequence[Ten
             "in_channels": model.conv1.conv.in_channels,
             "variant": asdict(model.variant),
             "batch_norm": model.batch_norm,
+            "padding": model.padding,
         },
         "params": [[name, list(p.shape)] for name, p in model.named_parameters()],
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
@@ -260,7 +261,12 @@ def _build(spec: dict) -> Path:
     torch.set_num_threads(spec["threads"])
     recipe, dtype = spec["conv4"], getattr(torch, spec["dtype"])
     model = Conv4(
-        recipe["ways"], recipe["in_channels"], Variant(**recipe["variant"]), recipe["batch_norm"], head_init="xavier"
+        recipe["ways"],
+        recipe["in_channels"],
+        Variant(**recipe["variant"]),
+        recipe["batch_norm"],
+        head_init="xavier",
+        padding=recipe["padding"],
     ).to(dtype)
     inner = InnerLoop.from_dict(spec["inner"])
     names = [k for k, _ in model.named_parameters()]

@@ -11,10 +11,18 @@ Architecture (checked against cbfinn/maml ``maml.py``/``utils.py``):
   (84 -> 42 -> 21 -> 10 -> 5), **flattened** into 32*5*5 = 800 features.
 - ``head`` is a linear layer from those features to ``ways`` logits.
 
-Differences from the TensorFlow reference, all deliberate and small:
+Padding (``padding=``, :data:`PADDINGS`): ``"same"`` is TensorFlow's ``SAME``, as in the
+reference (cbfinn/maml ``utils.py``, ``conv_block``, lines 26-33: ``tf.nn.conv2d(..., 'SAME')``):
+a total of ``max((ceil(H / s) - 1) s + 3 - H, 0)`` rows, the smaller half before and the extra
+row after, likewise for columns; so a stride-2 convolution of an even-sized map pads only the
+bottom and right (0 before, 1 after) and samples rows 1, 3, 5, ... (:func:`same_padding`).
+``"symmetric"`` pads 1 on every side (PyTorch's usual ``padding=1``): the same output sizes, the
+stride-2 sampling grid one pixel up and left. The factory's default is ``"symmetric"``, so that
+run folders written before the option existed load unchanged; the paper defaults, and so every
+run of ``meta train``, ask for ``"same"`` and record it in the model spec.
 
-- Padding: TensorFlow's ``SAME`` pads stride-2 convolutions asymmetrically (the extra row and
-  column at the bottom/right); here padding is 1 on every side. Output sizes are identical.
+Differences from the TensorFlow reference, deliberate and small:
+
 - Convolutions have no bias when followed by batch norm (the reference's bias is subtracted out
   exactly by batch statistics: its gradient is zero, adapting it changes nothing).
 
@@ -56,7 +64,12 @@ from meta.core.names import BODY, LAYERS
 from meta.validation import check_choice, check_int
 
 BATCH_NORM_MODES: tuple[str, ...] = ("batch", "none")
+#: How the head's weights start: standard normal (the reference Omniglot conv4), Glorot-uniform
+#: (the reference miniImageNet conv4) or zero (an ablation: every class starts equal).
+HEAD_INITS: tuple[str, ...] = ("normal", "xavier", "zero")
 BN_EPS = 1e-3
+#: How a 3x3 convolution pads its input (see the module docstring).
+PADDINGS: tuple[str, ...] = ("same", "symmetric")
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,31 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+def same_padding(size: int, stride: int, kernel: int = 3) -> tuple[int, int]:
+    """TensorFlow's ``SAME`` padding of one axis: ``(before, after)`` with
+    ``before + after = max((ceil(size / stride) - 1) stride + kernel - size, 0)`` and
+    ``before = total // 2``.
+
+    Examples:
+        >>> same_padding(28, 2), same_padding(7, 2), same_padding(84, 1)
+        ((0, 1), (1, 1), (1, 1))
+    """
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def padded(x: Tensor, stride: int, padding: str) -> tuple[Tensor, int]:
+    """``x`` ``(n, C, H, W)`` ready for a 3x3 convolution of ``stride``: ``(x, 1)`` where the
+    padding is 1 on every side (the convolution pads), else ``(F.pad(x, ...), 0)`` (TensorFlow's
+    asymmetric ``SAME`` padding done here, the convolution pads nothing)."""
+    if padding == "symmetric":
+        return x, 1
+    rows, columns = same_padding(x.shape[-2], stride), same_padding(x.shape[-1], stride)
+    if rows == columns == (1, 1):
+        return x, 1
+    return F.pad(x, (*columns, *rows)), 0
+
+
 def block_forward(
     x: Tensor,
     weight: Tensor,
@@ -84,20 +122,22 @@ def block_forward(
     stride: int,
     pool: bool,
     groups: int = 1,
+    padding: str = "symmetric",
 ) -> Tensor:
     """One conv4 block: ``maxpool?(relu(bn(conv3x3(x))))``, ``bn(z)_c = (z_c - mean_c) /
     sqrt(var_c + eps) + shift_c`` with batch statistics (``norm_shift is None``: no
-    normalisation).
+    normalisation), the convolution padded as ``padding`` says (:data:`PADDINGS`).
 
     ``x`` is ``(n, groups * C_in, H, W)``; with ``groups > 1`` each group of channels is a
     separate task (a grouped convolution with per-group weights ``(groups * C_out, C_in, 3, 3)``),
     and batch norm, computed per channel over ``(n, H, W)``, is then per task as well. Narrow
     inputs take the folded route of :func:`conv_batch_norm_folded` (same function, fewer passes over memory).
     """
+    x, pad = padded(x, stride, padding)
     if norm_shift is not None and bias is None and _fold_pays(x, weight, groups):
-        x = conv_batch_norm_folded(x, weight, norm_shift, stride=stride, groups=groups)
+        x = conv_batch_norm_folded(x, weight, norm_shift, stride=stride, groups=groups, pad=pad)
     else:
-        x = conv3x3(x, weight, bias, stride=stride, groups=groups)
+        x = conv3x3(x, weight, bias, stride=stride, groups=groups, pad=pad)
         if norm_shift is not None:
             x = shift_batch_norm(x, norm_shift)
     x = F.relu(x)
@@ -117,7 +157,9 @@ def _fold_pays(x: Tensor, weight: Tensor, groups: int) -> bool:
     return patch <= FOLD_MAX_PATCH_FRACTION * (weight.shape[0] // groups) and x.shape[0] * groups >= FOLD_MIN_BATCH
 
 
-def conv_batch_norm_folded(x: Tensor, weight: Tensor, norm_shift: Tensor, *, stride: int, groups: int = 1) -> Tensor:
+def conv_batch_norm_folded(
+    x: Tensor, weight: Tensor, norm_shift: Tensor, *, stride: int, groups: int = 1, pad: int = 1
+) -> Tensor:
     """``batch_norm(conv2d(x, weight))`` with batch statistics, as one convolution with folded
     weights and bias.
 
@@ -132,11 +174,11 @@ def conv_batch_norm_folded(x: Tensor, weight: Tensor, norm_shift: Tensor, *, str
     batch norm's forward and backward over the (large) output by a ``k x k`` covariance of the
     (small) patches: worth it when ``k`` is small (conv1 on images). The patch statistics and the
     folding are computed in float64 (they are small), so in float32 the result is as accurate as
-    the convolution. Per task for ``groups > 1``.
+    the convolution. Per task for ``groups > 1``. ``pad``: zero padding on every side.
     """
     n, dtype = x.shape[0], x.dtype
     c_out, k = weight.shape[0] // groups, weight.shape[1] * weight.shape[2] * weight.shape[3]
-    patches = F.unfold(x, weight.shape[2:], padding=1, stride=stride)  # (n, groups * k, L)
+    patches = F.unfold(x, weight.shape[2:], padding=pad, stride=stride)  # (n, groups * k, L)
     patches = patches.view(n, groups, k, -1).permute(1, 0, 3, 2).reshape(groups, -1, k).double()
     mu = patches.mean(dim=1, keepdim=True)  # (groups, 1, k)
     centred = patches - mu
@@ -147,17 +189,17 @@ def conv_batch_norm_folded(x: Tensor, weight: Tensor, norm_shift: Tensor, *, str
     scale = torch.rsqrt(var + BN_EPS)
     folded_weight = (w * scale.unsqueeze(-1)).reshape(weight.shape).to(dtype)
     folded_bias = (norm_shift.view(groups, c_out) - scale * mean).reshape(-1).to(dtype)
-    return conv3x3(x, folded_weight, folded_bias, stride=stride, groups=groups)
+    return conv3x3(x, folded_weight, folded_bias, stride=stride, groups=groups, pad=pad)
 
 
-def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: int, groups: int = 1) -> Tensor:
-    """3x3 convolution with padding 1: ``x`` ``(n, groups * C_in, H, W)``, ``weight``
+def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: int, groups: int = 1, pad: int = 1) -> Tensor:
+    """3x3 convolution with zero padding ``pad`` on every side: ``x`` ``(n, groups * C_in, H, W)``, ``weight``
     ``(groups * C_out, C_in, 3, 3)``. Grouped ones (tasks side by side) go through
     :func:`meta.core.convolution.conv2d`, whose derivatives of every order are single grouped kernels
     (torch's double backward splits them group by group); ``groups == 1`` uses ``F.conv2d``."""
     if groups > 1:
-        return grouped_conv2d(x, weight, bias, stride=stride, padding=1, groups=groups)
-    return F.conv2d(x, weight, bias, stride=stride, padding=1)
+        return grouped_conv2d(x, weight, bias, stride=stride, padding=pad, groups=groups)
+    return F.conv2d(x, weight, bias, stride=stride, padding=pad)
 
 
 def shift_batch_norm(z: Tensor, shift: Tensor) -> Tensor:
@@ -181,12 +223,16 @@ class ShiftBatchNorm(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """conv 3x3 (padding 1) -> batch norm (batch statistics, shift only) -> ReLU [-> 2x2 max-pool]."""
+    """conv 3x3 (padded as ``padding`` says) -> batch norm (batch statistics, shift only) -> ReLU
+    [-> 2x2 max-pool]. ``conv`` is an ``nn.Conv2d`` holding the weights (its own padding unused)."""
 
-    def __init__(self, in_channels: int, out_channels: int, downsample: str, batch_norm: str) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, downsample: str, batch_norm: str, padding: str = "symmetric"
+    ) -> None:
         super().__init__()
         self.stride = 2 if downsample == "stride" else 1
         self.pool = downsample == "maxpool"
+        self.padding = padding
         normalised = batch_norm == "batch"
         self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=self.stride, padding=1, bias=not normalised)
         self.norm = ShiftBatchNorm(out_channels) if normalised else None
@@ -200,6 +246,7 @@ class ConvBlock(nn.Module):
             None if norm is None else norm.bias,
             stride=self.stride,
             pool=self.pool,
+            padding=self.padding,
         )
 
 
@@ -211,6 +258,7 @@ class Conv4(nn.Module):
         feature_dim: size of the penultimate features (64 Omniglot, 800 miniImageNet).
         readout: ``"mean"`` or ``"flatten"`` (how conv4's map becomes features).
         batch_norm: ``"batch"`` or ``"none"``.
+        padding: ``"same"`` or ``"symmetric"`` (:data:`PADDINGS`).
     """
 
     layers: tuple[str, ...] = LAYERS
@@ -222,12 +270,15 @@ class Conv4(nn.Module):
         variant: Variant,
         batch_norm: str,
         head_init: str,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         self.ways, self.variant, self.batch_norm, self.readout = ways, variant, batch_norm, variant.readout
+        self.padding = padding
         channels = [in_channels] + [variant.filters] * 4
         for i in range(4):
-            self.add_module(f"conv{i + 1}", ConvBlock(channels[i], channels[i + 1], variant.downsample, batch_norm))
+            block = ConvBlock(channels[i], channels[i + 1], variant.downsample, batch_norm, padding)
+            self.add_module(f"conv{i + 1}", block)
         self.final_size = _final_size(variant)
         self.feature_dim = variant.filters * (self.final_size**2 if variant.readout == "flatten" else 1)
         self.head = nn.Linear(self.feature_dim, ways)
@@ -241,8 +292,10 @@ class Conv4(nn.Module):
                 nn.init.zeros_(block.conv.bias)
         if head_init == "normal":
             nn.init.normal_(self.head.weight)
-        else:
+        elif head_init == "xavier":
             nn.init.xavier_uniform_(self.head.weight)
+        else:
+            nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def read_out(self, x: Tensor) -> Tensor:
@@ -323,6 +376,7 @@ class Conv4(nn.Module):
             stride=block.stride,
             pool=block.pool,
             groups=tasks,
+            padding=block.padding,
         )
 
 
@@ -386,8 +440,8 @@ def _layer_index(layers: tuple[str, ...], name: str) -> int:
 
 
 def _final_size(variant: Variant) -> int:
-    """Side of conv4's output map: four halvings (ceil for stride 2 with padding 1, floor for
-    2x2 max-pooling)."""
+    """Side of conv4's output map: four halvings (ceil for stride 2 with either padding, floor
+    for 2x2 max-pooling)."""
     size = variant.image_size
     for _ in range(4):
         size = (size + 1) // 2 if variant.downsample == "stride" else size // 2
@@ -403,6 +457,8 @@ def conv4(
     filters: int | None = None,
     image_size: int | None = None,
     batch_norm: str = "batch",
+    padding: str = "symmetric",
+    head_init: str | None = None,
 ) -> Conv4:
     """Build conv4 (factory for model specs: ``{"factory": "meta.core.models:conv4", "kwargs": ...}``).
 
@@ -415,9 +471,18 @@ def conv4(
         filters: override the variant's filter count (e.g. small test models).
         image_size: input side; only changes the head size for ``"miniimagenet"`` (flatten).
         batch_norm: ``"batch"`` (batch statistics always) or ``"none"``.
+        padding: ``"same"`` (TensorFlow's, the reference's: the paper defaults ask for it) or
+            ``"symmetric"`` (1 on every side; the default, so that older run folders load
+            unchanged). See the module docstring.
+        head_init: the head's initial weights, one of :data:`HEAD_INITS` (default: the
+            variant's, ``"normal"`` for Omniglot and ``"xavier"`` for miniImageNet, as the
+            reference); the bias starts at zero.
     """
     check_choice("variant", variant, sorted(VARIANTS))
     check_choice("batch_norm", batch_norm, BATCH_NORM_MODES)
+    check_choice("padding", padding, PADDINGS)
+    if head_init is not None:
+        check_choice("head_init", head_init, HEAD_INITS)
     for name, value in (("ways", ways), ("in_channels", in_channels), ("filters", filters), ("image_size", image_size)):
         if value is not None:
             check_int(name, value, minimum=1)
@@ -428,4 +493,5 @@ def conv4(
         downsample=base.downsample,
         readout=base.readout,
     )
-    return Conv4(ways, in_channels, chosen, batch_norm, head_init="normal" if variant == "omniglot" else "xavier")
+    head_init = head_init or ("normal" if variant == "omniglot" else "xavier")
+    return Conv4(ways, in_channels, chosen, batch_norm, head_init=head_init, padding=padding)

@@ -4,6 +4,9 @@ For a meta-batch of ``T`` tasks, :func:`meta_gradient` adds to each parameter's 
 
     d/dtheta  (1/T) sum_t CE(query_t; adapt(theta, support_t))
 
+computed part by part (one task, or a chunk of tasks) and summed in part order
+(:func:`meta.core.reduction.sum_parts`), so that the ranks of ``torchrun`` sharing the parts add
+the same bits as one process computing them all.
 with ``adapt`` the one inner loop of :mod:`meta.core.inner` (second or first order, any set of
 adapted layers). The paths are identical in exact arithmetic and are checked against each other
 and a plain autograd loop in float64 (``tests/meta/core/test_inner.py``):
@@ -45,7 +48,8 @@ from meta.core.inner import (
     task_batch_forward,
     task_losses,
 )
-from meta.core.tasks import TaskBatch, as_tasks, mean_metrics
+from meta.core.reduction import ALONE, Reducer, sum_parts
+from meta.core.tasks import TaskBatch, as_tasks
 from meta.validation import check_choice, check_int
 
 __all__ = ["DEFAULT_CHUNK", "DEFAULT_PATH", "PATHS", "PATH_BY_VARIANT", "default_path", "meta_gradient"]
@@ -74,6 +78,7 @@ def meta_gradient(
     path: str = DEFAULT_PATH,
     chunk: int = DEFAULT_CHUNK,
     loop_from: int = 32,
+    reducer: Reducer = ALONE,
 ) -> dict[str, float]:
     """Add the meta-gradient of the mean query loss after adaptation to ``param.grad``.
 
@@ -88,6 +93,10 @@ def meta_gradient(
         chunk: tasks computed together by ``"grouped"`` and ``"hybrid"``.
         loop_from: ``"hybrid"`` runs batches of at least this many examples per task task by
             task.
+        reducer: the processes sharing the work (:mod:`meta.core.reduction`): each computes its
+            share of the parts (one task, or one chunk of ``chunk`` tasks) and all of them add
+            the same sum of every part's gradient, in part order (:data:`ALONE`: this process
+            computes every part).
 
     Returns:
         ``loss`` and ``accuracy`` on the query sets after adaptation, ``support_loss_before``
@@ -101,12 +110,13 @@ def meta_gradient(
         path
     ]
     size = 1 if path in ("loop", "compiled") else chunk
-    metrics: dict[str, list[Tensor]] = {k: [] for k in _PART_METRICS}
-    for start in range(0, len(tasks), size):
-        part = tasks.slice(start, start + size)
-        for name, values in zip(_PART_METRICS, run_part(model, part, inner, 1.0 / len(tasks), loop_from)):
-            metrics[name].append(values)
-    return mean_metrics(metrics)
+    starts = range(0, len(tasks), size)
+
+    def part(k: int) -> tuple[Tensor, ...]:
+        return run_part(model, tasks.slice(starts[k], starts[k] + size), inner, 1.0 / len(tasks), loop_from)
+
+    sizes = [min(size, len(tasks) - start) for start in starts]
+    return sum_parts(model, sizes, part, _PART_METRICS, reducer)
 
 
 # What each path's part function returns, per task of the part.

@@ -5,11 +5,16 @@ Regimes share one interface that a trainer drives without knowing which it has::
 
     regime.batch(sampler, iteration) -> batch    # the data of one iteration, a pure function
                                                  # of (sampler's split and seed, iteration)
-    regime.step(model, batch) -> {metric: float} # adds the meta-gradient to param.grad
+    regime.step(model, batch, reducer) -> {metric: float}   # adds the meta-gradient to param.grad
 
 The trainer zeroes the gradients before ``step`` and calls ``optimizer.step()`` after it. A
 regime holds no state that changes during training (``config()`` is everything about it), so a
 resumed run needs only the model, the optimizer and the iteration number.
+
+Every step is a sum of parts (:mod:`meta.core.reduction`): one task for the episodic regimes
+(one chunk of tasks on the ``grouped`` and ``hybrid`` paths), the whole minibatch for
+``multiclass``. ``reducer`` (default: this process alone) shares the parts among the ranks of
+``torchrun``; the gradient added is the same, bit for bit, whatever the number of ranks.
 
 The regimes (names in :data:`meta.core.names.REGIMES`):
 
@@ -43,7 +48,8 @@ from meta.core.inner import InnerLoop, task_accuracies, task_losses
 from meta.core.names import REGIMES
 from meta.core.nil import nil_log_probs
 from meta.core.paths import DEFAULT_CHUNK, DEFAULT_PATH, PATHS, meta_gradient
-from meta.core.tasks import as_tasks, mean_metrics
+from meta.core.reduction import ALONE, Reducer, sum_parts
+from meta.core.tasks import as_tasks
 from meta.validation import check_choice, check_int
 
 __all__ = ["Multiclass", "MetaLearning", "Multitask", "NILTraining", "RandomFeatures", "Regime", "make_regime"]
@@ -56,7 +62,7 @@ class Regime(Protocol):
 
     def batch(self, sampler: Any, iteration: int) -> Any: ...
 
-    def step(self, model: nn.Module, batch: Any) -> dict[str, float]: ...
+    def step(self, model: nn.Module, batch: Any, reducer: Reducer = ALONE) -> dict[str, float]: ...
 
     def config(self) -> dict[str, Any]: ...
 
@@ -105,8 +111,8 @@ class MetaLearning(_Episodic):
         self.path, self.chunk = path, check_int("chunk", chunk, minimum=1)
         self.name = name or _inner_name(inner)
 
-    def step(self, model: nn.Module, batch: Any) -> dict[str, float]:
-        return meta_gradient(model, batch, self.inner, path=self.path, chunk=self.chunk)
+    def step(self, model: nn.Module, batch: Any, reducer: Reducer = ALONE) -> dict[str, float]:
+        return meta_gradient(model, batch, self.inner, path=self.path, chunk=self.chunk, reducer=reducer)
 
 
 class Multitask(_Episodic):
@@ -116,8 +122,8 @@ class Multitask(_Episodic):
 
     name = "multitask"
 
-    def step(self, model: nn.Module, batch: Any) -> dict[str, float]:
-        return _task_by_task(model, batch, _multitask_objective)
+    def step(self, model: nn.Module, batch: Any, reducer: Reducer = ALONE) -> dict[str, float]:
+        return _task_by_task(model, batch, _multitask_objective, reducer)
 
 
 def _multitask_objective(model: nn.Module, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
@@ -131,8 +137,8 @@ class NILTraining(_Episodic):
 
     name = "nil"
 
-    def step(self, model: nn.Module, batch: Any) -> dict[str, float]:
-        return _task_by_task(model, batch, _nil_objective)
+    def step(self, model: nn.Module, batch: Any, reducer: Reducer = ALONE) -> dict[str, float]:
+        return _task_by_task(model, batch, _nil_objective, reducer)
 
 
 def _nil_objective(model: nn.Module, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
@@ -140,17 +146,20 @@ def _nil_objective(model: nn.Module, sx: Tensor, sy: Tensor, qx: Tensor, qy: Ten
     return F.nll_loss(log_probs, qy), log_probs
 
 
-def _task_by_task(model: nn.Module, batch: Any, objective: Callable[..., tuple[Tensor, Tensor]]) -> dict[str, float]:
-    """Backpropagate ``(1/T) sum_t loss_t`` task by task, ``objective(model, support_x,
-    support_y, query_x, query_y) -> (loss_t, query scores)``; mean loss and query accuracy."""
+def _task_by_task(
+    model: nn.Module, batch: Any, objective: Callable[..., tuple[Tensor, Tensor]], reducer: Reducer
+) -> dict[str, float]:
+    """Backpropagate ``(1/T) sum_t loss_t`` task by task (each task a part), ``objective(model,
+    support_x, support_y, query_x, query_y) -> (loss_t, query scores)``; mean loss and query
+    accuracy."""
     tasks = as_tasks(batch)
-    losses, accuracies = [], []
-    for t in range(len(tasks)):
+
+    def part(t: int) -> tuple[Tensor, Tensor]:
         loss, scores = objective(model, tasks.support_x[t], tasks.support_y[t], tasks.query_x[t], tasks.query_y[t])
         (loss / len(tasks)).backward()
-        losses.append(loss.detach())
-        accuracies.append(task_accuracies(scores, tasks.query_y[t]))
-    return mean_metrics({"loss": losses, "accuracy": accuracies})
+        return loss, task_accuracies(scores, tasks.query_y[t])
+
+    return sum_parts(model, [1] * len(tasks), part, ("loss", "accuracy"), reducer)
 
 
 class RandomFeatures(_Episodic):
@@ -163,7 +172,7 @@ class RandomFeatures(_Episodic):
     def __init__(self, meta_batch_size: int = 1) -> None:
         super().__init__(meta_batch_size)
 
-    def step(self, model: nn.Module, batch: Any) -> dict[str, float]:
+    def step(self, model: nn.Module, batch: Any, reducer: Reducer = ALONE) -> dict[str, float]:
         return {}
 
 
@@ -201,17 +210,23 @@ class Multiclass:
             x = (x - mean) / std
         return x, torch.from_numpy(classes.astype(np.int64))
 
-    def step(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> dict[str, float]:
+    def step(self, model: nn.Module, batch: tuple[Tensor, Tensor], reducer: Reducer = ALONE) -> dict[str, float]:
+        """One part, the whole minibatch (its batch norm needs every image in one pass): with
+        several ranks, rank 0 computes it and the others receive its gradient."""
         x, y = batch
-        logits = model(x)
-        if logits.shape[-1] <= int(y.max()):
-            raise ValueError(
-                "multiclass training needs a head over all classes:"
-                f" got {logits.shape[-1]} outputs for class {int(y.max())}"
-            )
-        loss = F.cross_entropy(logits, y)
-        loss.backward()
-        return {"loss": float(loss.detach()), "accuracy": float(task_accuracies(logits, y))}
+
+        def whole(_: int) -> tuple[Tensor, Tensor]:
+            logits = model(x)
+            if logits.shape[-1] <= int(y.max()):
+                raise ValueError(
+                    "multiclass training needs a head over all classes:"
+                    f" got {logits.shape[-1]} outputs for class {int(y.max())}"
+                )
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            return loss, task_accuracies(logits, y)
+
+        return sum_parts(model, [1], whole, ("loss", "accuracy"), reducer)
 
     def config(self) -> dict[str, Any]:
         return {"regime": self.name, "batch_size": self.batch_size, "seed": self.seed, "normalize": self.normalize}

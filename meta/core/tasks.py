@@ -6,14 +6,13 @@ Imports: nothing of :mod:`meta` (tensors and episode-like objects only).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["TaskBatch", "as_tasks", "mean_metrics"]
+__all__ = ["TaskBatch", "as_tasks"]
 
 _FIELDS = ("support_x", "support_y", "query_x", "query_y")
 
@@ -54,8 +53,3 @@ def as_tasks(batch: Any) -> TaskBatch:
     if tasks.support_y.shape != tasks.support_x.shape[:2] or tasks.query_y.shape != tasks.query_x.shape[:2]:
         raise ValueError("task labels must be (T, n) matching the inputs")
     return tasks
-
-
-def mean_metrics(per_task: Mapping[str, Sequence[Tensor]]) -> dict[str, float]:
-    """``{name: mean over every task}`` of per-task metric tensors (in float64)."""
-    return {k: float(torch.cat([v.reshape(-1) for v in values]).double().mean()) for k, values in per_task.items()}

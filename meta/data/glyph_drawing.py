@@ -9,7 +9,7 @@
   ink is 255; every random draw of character ``c`` comes from
   ``SeedSequence(seed, spawn_key=(c,))``.
 
-Imports: :mod:`meta.data.glyph_fonts` only.
+Imports: :mod:`meta.data.glyph_fonts` and :mod:`repsim.progress`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from meta.data.glyph_fonts import CANVAS, GLYPH_BOX, Character
+from repsim.progress import progress_bar
 
 IMAGE_SIZE = 28
 N_DRAWINGS = 20
@@ -186,7 +186,7 @@ def draw_characters(characters: Sequence[Character], seed: int, progress: bool) 
     :data:`_BATCH` drawings."""
     images = np.empty((len(characters), N_DRAWINGS, 1, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     per_batch = max(1, _BATCH // N_DRAWINGS)
-    with tqdm(total=len(characters), desc="glyphs: drawing", disable=not progress) as bar:
+    with progress_bar(total=len(characters), desc="glyphs: drawing", enabled=progress) as bar:
         for start in range(0, len(characters), per_batch):
             batch = characters[start : start + per_batch]
             chosen = [_drawing_parameters(character, seed) for character in batch]

@@ -57,7 +57,7 @@ single glyphs (steps 1-3), :mod:`meta.data.glyph_drawing` the templates and the 
 (steps 3 and 5); this module the near-duplicate measure, the choice of characters, the splits,
 the cache and the public names of all three.
 
-Imports: :mod:`meta.data` and :mod:`meta.validation` only.
+Imports: :mod:`meta.data`, :mod:`meta.validation` and :mod:`repsim.progress`.
 """
 
 from __future__ import annotations
@@ -73,7 +73,6 @@ import matplotlib
 import numpy as np
 import torch
 from scipy import ndimage
-from tqdm.auto import tqdm
 
 from meta.data.base import SPLITS, FewShotSplit, check_split
 from meta.data.cache import cached_array, entry_path
@@ -91,6 +90,7 @@ from meta.data.glyph_fonts import (
     render_character,
 )
 from meta.validation import check_int
+from repsim.progress import progress_bar
 
 __all__ = [
     "ALPHABETS",
@@ -174,7 +174,7 @@ def _select_characters(last: int, progress: bool) -> list[Character]:
     faces = open_faces()
     kept: list[Character] = []
     kept_features = np.empty(((last + 1) * MAX_CHARS_PER_ALPHABET, 2 * IMAGE_SIZE * IMAGE_SIZE))
-    for alphabet in tqdm(ALPHABETS[: last + 1], desc="glyphs: choosing characters", disable=not progress):
+    for alphabet in progress_bar(ALPHABETS[: last + 1], desc="glyphs: choosing characters", enabled=progress):
         _screen_alphabet(alphabet, faces, kept, kept_features)
     return kept
 
@@ -276,7 +276,7 @@ def generate_glyphs(
     Args:
         seed: non-negative; all random draws of character ``c`` come from
             ``SeedSequence(seed, spawn_key=(c,))``.
-        progress: show tqdm progress bars.
+        progress: show progress (a bar on a terminal, a line per stage otherwise).
         alphabets: draw only these alphabets (names from :data:`ALPHABETS`); their characters
             and drawings are exactly those of the full set (the alphabets screened before them
             are still screened for duplicates, but not drawn).
@@ -334,7 +334,7 @@ def load_glyphs(
         seed: non-negative generator seed.
         cache_dir: cache folder; if both are ``None``: ``$FEATURE_REUSE_CACHE``, else
             ``~/.cache/feature-reuse``.
-        progress: show tqdm progress while generating.
+        progress: show progress while generating.
 
     Returns:
         The split as :func:`generate_glyphs` makes it.

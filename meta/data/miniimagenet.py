@@ -26,7 +26,7 @@ images in [0, 1]) are the ones commonly used for miniImageNet (Lee et al. 2019, 
 Tian et al. 2020): ``[120.39586422, 115.59361427, 104.54012653] / 255`` and
 ``[70.68188272, 68.27635443, 72.54505529] / 255``. MAML and ANIL use no normalisation.
 
-Imports: :mod:`meta.data` and :mod:`meta.validation` only.
+Imports: :mod:`meta.data`, :mod:`meta.validation` and :mod:`repsim.progress`.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from meta.data.base import FewShotSplit, check_protocol, check_split
 from meta.data.cache import DatasetError, cached_array, entry_path, file_identity, files_identity
 from meta.validation import check_int
+from repsim.progress import progress_bar
 
 try:
     from numpy._core import multiarray as _multiarray
@@ -172,7 +172,7 @@ def _decode_csv_split(
     n_per_class = len(next(iter(located.values())))
     images = np.empty((len(located), n_per_class, 3, image_size, image_size), np.uint8)
     flat = [(c, i, rel) for c, files in enumerate(located.values()) for i, rel in enumerate(files)]
-    for c, i, rel in tqdm(flat, desc=desc, unit="image", disable=not progress):
+    for c, i, rel in progress_bar(flat, desc=desc, unit="image", enabled=progress):
         images[c, i] = decode_image(images_dir / rel, image_size)
     return images
 

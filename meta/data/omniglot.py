@@ -41,7 +41,7 @@ rotations, and no validation split (asking for ``"val"`` raises; use ``"lake-val
 (every sixth in sorted order, starting from the sixth; 158 characters) are held out as the
 validation split and train keeps the other 25 (806 characters).
 
-Imports: :mod:`meta.data` and :mod:`meta.validation` only.
+Imports: :mod:`meta.data`, :mod:`meta.validation` and :mod:`repsim.progress`.
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from meta.data.base import FewShotSplit, check_protocol, check_split
 from meta.data.cache import DatasetError, cached_array, entry_path, file_identity, files_identity
 from meta.validation import check_choice, check_int
+from repsim.progress import progress_bar
 
 PARTS = ("background", "evaluation")
 PROTOCOLS = ("maml", "lake", "lake-val")
@@ -275,24 +275,41 @@ def nearest_indices(size: int, native: int = NATIVE_SIZE) -> np.ndarray:
     return ((2 * np.arange(size, dtype=np.int64) + 1) * native) // (2 * size)
 
 
-def decode_drawing(data: bytes, where: str, rows: np.ndarray) -> np.ndarray:
-    """One PNG -> ink mask ``(len(rows), len(rows))`` bool (ink True), resized by sampling ``rows``
-    and the same columns (see :func:`nearest_indices`).
+def _ink(image: Image.Image) -> np.ndarray:
+    """Ink mask ``(H, W)`` bool of a loaded image: mode ``'1'`` (the official files) as it is,
+    any other mode greyscale with ink a value below 128."""
+    pixels = np.asarray(image) if image.mode == "1" else np.asarray(image.convert("L")) >= 128
+    return ~pixels
 
-    Mode ``'1'`` PNGs (the official files) are read as they are; any other mode is converted to
-    greyscale and ink is a value below 128.
-    """
+
+def decode_drawing(data: bytes, where: str, rows: np.ndarray) -> np.ndarray:
+    """One 105x105 PNG -> ink mask ``(len(rows), len(rows))`` bool (ink True), resized by
+    sampling ``rows`` and the same columns (see :func:`nearest_indices` and :func:`_ink`)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             if image.size != (NATIVE_SIZE, NATIVE_SIZE):
                 raise DatasetError(f"{where}: image is {image.size[0]}x{image.size[1]}, expected 105x105")
-            pixels = np.asarray(image) if image.mode == "1" else np.asarray(image.convert("L")) >= 128
+            ink = _ink(image)
     except DatasetError:
         raise
     except (OSError, ValueError, SyntaxError, zlib.error, Image.DecompressionBombError) as error:
         raise DatasetError(f"{where}: not a readable PNG ({error})") from error
-    return ~pixels[np.ix_(rows, rows)]
+    return ink[np.ix_(rows, rows)]
+
+
+def decode_image(path: Path, image_size: int) -> np.ndarray:
+    """Any image file, as the archives' drawings are decoded -> uint8 ``(1, S, S)``, ink 255:
+    the ink mask of :func:`_ink`, sampled NEAREST as Pillow does, rows
+    ``floor((i + 0.5) H / S)`` and columns ``floor((j + 0.5) W / S)`` (:func:`nearest_indices`)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            ink = _ink(image)
+    except (OSError, ValueError, SyntaxError, zlib.error, Image.DecompressionBombError) as error:
+        raise DatasetError(f"{path}: not a readable image ({error})") from error
+    rows, columns = nearest_indices(image_size, ink.shape[0]), nearest_indices(image_size, ink.shape[1])
+    return (ink[np.ix_(rows, columns)].astype(np.uint8) * 255)[None]
 
 
 def _decode_part(reader: _ArchiveReader, drawings: dict[str, list[str]], image_size: int, progress: bool) -> np.ndarray:
@@ -300,7 +317,7 @@ def _decode_part(reader: _ArchiveReader, drawings: dict[str, list[str]], image_s
     rows = nearest_indices(image_size)
     images = np.zeros((len(drawings), DRAWINGS_PER_CHARACTER, 1, image_size, image_size), np.uint8)
     flat = [(c, d, member) for c, files in enumerate(drawings.values()) for d, member in enumerate(files)]
-    for c, d, member in tqdm(flat, desc=f"decoding {reader.path.name}", unit="png", disable=not progress):
+    for c, d, member in progress_bar(flat, desc=f"decoding {reader.path.name}", unit="png", enabled=progress):
         ink = decode_drawing(reader.read(member), f"{reader.path}: {member}", rows)
         images[c, d, 0][ink] = 255
     return images

@@ -55,7 +55,7 @@ def load_split(
         image_size: side of the square images; ``None`` = the data set's default. The glyphs
             set has one size and accepts only ``None`` or that size.
         cache_dir: decoded-image cache folder (see :mod:`meta.data.cache`).
-        progress: show tqdm progress while decoding.
+        progress: show progress while decoding.
     """
     check_choice("data set", dataset, DATASETS)
     check_split(split)

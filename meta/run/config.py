@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from meta.core.models import BATCH_NORM_MODES, VARIANTS
+from meta.core.models import BATCH_NORM_MODES, HEAD_INITS, PADDINGS, VARIANTS
 from meta.core.names import LAYERS, META_LEARNERS, REGIMES
 from meta.core.paths import DEFAULT_CHUNK, PATHS, default_path
 from meta.data import DATASETS, FewShotSplit, load_split
@@ -40,6 +40,7 @@ ALGORITHMS: tuple[str, ...] = REGIMES
 MUTABLE_FIELDS: frozenset[str] = frozenset(
     {
         "iterations",
+        "test_queries",
         "test_inner_lr",
         "test_inner_steps",
         "val_every",
@@ -72,10 +73,14 @@ class RunConfig:
     shots: int = _option("K support examples per class", 1)
     iterations: int | None = _option("meta-training iterations (preset: the reference runs')")
     seed: int = _option("seed of the initial weights and of the training tasks", 0)
-    queries: int | None = _option("query examples per class (preset: 15)")
+    queries: int | None = _option("query examples per class at training (preset: K Omniglot, 15 miniImageNet)")
+    test_queries: int | None = _option("query examples per class at validation and test (preset: K)")
     meta_batch_size: int | None = _option("tasks per meta-update (preset)")
     batch_size: int = _option("images per minibatch (multiclass only)", 128)
     meta_lr: float | None = _option("outer Adam learning rate (preset: 1e-3)")
+    grad_clip: float | None = _option(
+        "clip each meta-gradient entry to [-v, v] before Adam, 0: no clipping (preset: 10 miniImageNet, 0 Omniglot)"
+    )
     inner_lr: float | None = _option("inner learning rate at training (preset)")
     inner_steps: int | None = _option("inner steps at training (preset)")
     test_inner_lr: float | None = _option("inner learning rate at validation/test (preset)")
@@ -86,6 +91,13 @@ class RunConfig:
     )
     variant: str | None = _option(f"conv4 variant, one of {', '.join(VARIANTS)} (default: by data set)")
     filters: int | None = _option("conv4 filters (default: the variant's)")
+    padding: str | None = _option(
+        f"conv4 padding, one of {', '.join(PADDINGS)} (preset: same, TensorFlow's, as the reference)"
+    )
+    head_init: str | None = _option(
+        f"initial head weights, one of {', '.join(HEAD_INITS)} (default: the variant's, normal for Omniglot's"
+        " conv4 and xavier for miniImageNet's, as the reference)"
+    )
     batch_norm: str = _option(f"batch-norm mode, one of {', '.join(BATCH_NORM_MODES)}", "batch")
     path: str | None = _option(
         f"meta-gradient execution path, one of {', '.join(PATHS)} (default: hybrid; loop for miniImageNet)"
@@ -237,6 +249,9 @@ def resolve(config: RunConfig) -> tuple[RunConfig, PaperDefaults]:
     defaults = {
         "iterations": p.iterations,
         "queries": p.queries,
+        "test_queries": p.test_queries,
+        "grad_clip": p.grad_clip,
+        "padding": p.padding,
         "meta_batch_size": p.meta_batch_size,
         "meta_lr": p.meta_lr,
         "inner_lr": p.train_inner.lr,
@@ -258,16 +273,24 @@ def check(config: RunConfig) -> None:
         "batch_norm": BATCH_NORM_MODES,
         "path": (*PATHS, None),
         "variant": (*VARIANTS, None),
+        "padding": (*PADDINGS, None),
+        "head_init": (*HEAD_INITS, None),
     }
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name}={getattr(config, name)!r} is not one of {[a for a in allowed if a]}")
-    check_device(config.device, here=False)  # whether this machine has it: checked where it runs
+    device = check_device(config.device, here=False)  # whether this machine has it: checked where it runs
+    if config.path == "compiled" and device.type != "cpu":
+        raise ValueError(
+            f"path 'compiled' runs on CPUs only (a package of inductor's CPU code); on {config.device!r} use"
+            " --path hybrid, grouped or loop"
+        )
     positive = (
         "ways",
         "shots",
         "iterations",
         "queries",
+        "test_queries",
         "meta_batch_size",
         "batch_size",
         "chunk",
@@ -286,7 +309,7 @@ def check(config: RunConfig) -> None:
         value = getattr(config, name)
         if value is not None and value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
-    for name in ("meta_lr", "inner_lr", "test_inner_lr"):
+    for name in ("meta_lr", "inner_lr", "test_inner_lr", "grad_clip"):
         value = getattr(config, name)
         if value is not None and not (np.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -317,9 +340,12 @@ def incompatible_changes(stored: RunConfig, new: RunConfig) -> list[str]:
 # --------------------------------------------------------------------------- command line
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser, extra_choices: Mapping[str, Sequence[str]] | None = None
+) -> None:
     """One ``--option`` per :class:`RunConfig` field (default: absent, so that a config file or a
-    stored config fills it)."""
+    stored config fills it). ``extra_choices`` adds accepted values to an option with choices
+    (the command line's ``--algorithm`` also takes the meta-RL algorithms)."""
     for f in fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = _field_kind(f.name)
@@ -331,6 +357,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             default = f.default if f.default not in (None, ()) else None
             suffix = "" if default is None else f" (default: {default})"
             choices = {"algorithm": ALGORITHMS, "dataset": DATASETS}.get(f.name)
+            if choices is not None and extra_choices and f.name in extra_choices:
+                choices = (*choices, *extra_choices[f.name])
             parser.add_argument(
                 flag,
                 default=argparse.SUPPRESS,

@@ -28,7 +28,7 @@ per frozen set for the ablation) and ``SeedEvaluation`` (several runs, with
 ``SeedSummary`` rows). ``Evaluation.as_json()`` is the file ``RUN_DIR/eval/<name>.json``
 (docs/formats.md, "Evaluation result") and ``Evaluation.from_json`` reads it back.
 
-Imports: :mod:`meta.core`, :mod:`meta.data`, :mod:`meta.run` and :mod:`repsim.io`.
+Imports: :mod:`meta.core`, :mod:`meta.data`, :mod:`meta.run` and :mod:`repsim` (io, progress).
 """
 
 from __future__ import annotations
@@ -42,13 +42,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from meta.core.inner import InnerLoop
 from meta.core.names import FREEZING_ROWS, LAYERS, META_LEARNERS
 from meta.core.procedures import Procedure, check_head, task_accuracy
+from meta.core.reduction import ALONE, Reducer, gather_in_order, share
 from meta.data import Episode, FewShotSplit, fixed_tasks
+from meta.data.episode_files import EpisodeFile, read_episode_file
 from meta.run.config import RunConfig, adapted_layers, from_mapping, load_run_split, parse_layers
+from meta.run.distributed import ranks_for
 from meta.run.folder import RunFolder, load_weights
 from meta.run.results import (
     AccuracySummary,
@@ -58,6 +60,7 @@ from meta.run.results import (
     SeedSummary,
 )
 from repsim.io import write_json
+from repsim.progress import progress_bar
 
 DEFAULT_TASKS = 600
 ABLATIONS = ("freezing",)
@@ -74,14 +77,18 @@ def task_accuracies(
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str = "test tasks",
+    ranks: Reducer = ALONE,
 ) -> np.ndarray:
-    """Query accuracy (fraction) of each task, ``(T,)`` float64, with a progress bar."""
+    """Query accuracy (fraction) of each task, ``(T,)`` float64, with a progress bar. With
+    ``ranks``, each rank tests its block of tasks (:func:`meta.core.reduction.share`) and every
+    rank returns every task's accuracy, in task order."""
     if len(episodes):
         check_head(model, episodes[0].ways, procedure.inner)
-    out = np.empty(len(episodes), dtype=np.float64)
-    for t in tqdm(range(len(episodes)), desc=desc, unit="task", disable=not progress, leave=False):
-        out[t] = task_accuracy(model, episodes[t].to(device), procedure)
-    return out
+    mine = share(len(episodes), ranks.rank, ranks.world)
+    out = torch.empty(len(mine), dtype=torch.float64)
+    for i in progress_bar(range(len(mine)), desc=desc, unit="task", enabled=progress and ranks.rank == 0, leave=False):
+        out[i] = task_accuracy(model, episodes[mine[i]].to(device), procedure)
+    return gather_in_order(ranks, out, len(episodes)).numpy()
 
 
 def run_procedure(
@@ -148,9 +155,12 @@ class LoadedRun:
         )
 
 
-def evaluation_tasks(config: RunConfig, split: FewShotSplit, n_tasks: int) -> Any:
-    """The fixed tasks of ``split`` for the run's setting (ways, shots, queries)."""
-    return fixed_tasks(split, config.ways, config.shots, config.queries, n_tasks=n_tasks)
+def evaluation_tasks(config: RunConfig, split: FewShotSplit, n_tasks: int, queries: int | None = None) -> Any:
+    """The fixed tasks of ``split`` for the run's setting: ways, shots and ``queries`` query
+    examples per class (default: the test-time count ``test_queries``). The same task ids with
+    another ``queries`` have the same classes and support sets."""
+    count = config.test_queries if queries is None else queries
+    return fixed_tasks(split, config.ways, config.shots, count, n_tasks=n_tasks)
 
 
 def task_set_info(tasks: Any) -> dict[str, Any]:
@@ -184,8 +194,10 @@ def evaluate_run(
     cache_dir: str | None = None,
     data: FewShotSplit | None = None,
     trusted: Sequence[str] = (),
+    episodes_file: str | Path | None = None,
     progress: bool = True,
     write: bool = True,
+    distributed: bool = False,
 ) -> Evaluation:
     """Test one run and (with ``write``) save the result as ``RUN_DIR/eval/<name>.json``.
 
@@ -200,31 +212,47 @@ def evaluate_run(
         data: the split to use instead of loading the run's data set (tests, custom data).
         trusted: model factories to trust if ``config.json`` names one that is neither the
             toolkit's nor on repsim's allowlist (the command line's ``--model``).
+        episodes_file: test on the tasks of this file (:mod:`meta.data.episode_files`) instead
+            of the split's fixed tasks (``tasks`` and ``split`` then do not apply); every
+            procedure works on them, and tasks whose N differs from the head's outputs only with
+            NIL. The JSON's ``task_set`` holds the file's digest and each task's label mapping.
+        distributed: share the tasks among the ranks of the initialised default
+            ``torch.distributed`` group (:mod:`meta.run.distributed`): the same accuracies, and
+            rank 0 alone writes.
 
     Returns:
         The :class:`Evaluation`: one row, or one per frozen set with ``ablation``; its ``json``
         is the file written (``None`` without ``write``).
     """
+    ranks = ranks_for(distributed)
     run = LoadedRun.open(run_dir, data_root=data_root, cache_dir=cache_dir)
     settings = _settings(run.config, ablation=ablation, freeze=freeze, nil=nil, steps=steps, lr=lr)
-    split_data = data if data is not None else load_run_split(run.config, split, progress=progress)
-    episodes = evaluation_tasks(run.config, split_data, tasks)
     model = run.model(weights, device, trusted)
-    rows = []
-    for label, procedure in settings:
-        accuracies = task_accuracies(
-            model, episodes, procedure, device=device, progress=progress, desc=label or "test tasks"
+    if episodes_file is None:
+        split_data = data if data is not None else load_run_split(run.config, split, progress=progress)
+        chosen = _fixed_task_set(run.config, split_data, tasks, split)
+    else:
+        chosen = _file_task_set(run, Path(episodes_file))
+        _check_file_heads(model, chosen.episodes, settings)
+    rows = [
+        _row(
+            task_accuracies(
+                model,
+                chosen.episodes,
+                procedure,
+                device=device,
+                progress=progress,
+                desc=label or chosen.desc,
+                ranks=ranks,
+            ),
+            procedure,
+            label,
+            ablation,
         )
-        rows.append(
-            ProcedureResult(
-                AccuracySummary.of(accuracies),
-                procedure.describe(),
-                tuple(accuracies.tolist()),
-                label if ablation else None,
-            )
-        )
-    name = f"{split}_{_weights_name(weights)}_{tasks}tasks_" + (
-        f"ablation-{ablation}" if ablation else settings[0][1].tag()
+        for label, procedure in settings
+    ]
+    name = f"{chosen.prefix}_{_weights_name(weights)}_{len(chosen.episodes)}tasks_" + (
+        ablation_tag(ablation, steps, run.config) if ablation else settings[0][1].tag()
     )
     result = Evaluation(
         run_dir=str(run.folder.root),
@@ -232,18 +260,92 @@ def evaluate_run(
         weights_path=str(run.folder.weights(weights)),
         algorithm=run.config.algorithm,
         seed=run.config.seed,
-        dataset=split_data.name,
-        ways=run.config.ways,
-        shots=run.config.shots,
-        queries=run.config.queries,
-        task_set=task_set_info(episodes),
+        dataset=chosen.dataset,
+        ways=chosen.ways,
+        shots=chosen.shots,
+        queries=chosen.queries,
+        task_set=chosen.identity,
         rows=tuple(rows),
         name=name,
         ablation=ablation,
     )
-    if write:
+    if write and ranks.rank == 0:
         result = replace(result, json=str(write_json(run.folder.eval_dir / f"{name}.json", result.as_json())))
     return result
+
+
+@dataclass(frozen=True)
+class _TaskSet:
+    """The tasks an evaluation runs on, and how its result names and describes them."""
+
+    episodes: Any  # indexable episodes: FixedTasks or EpisodeFile
+    prefix: str  # the result's name starts with it: the split, or file-<stem>
+    desc: str  # progress bar label
+    dataset: str
+    ways: int | None
+    shots: int | None
+    queries: int | None
+    identity: dict[str, Any]
+
+
+def _fixed_task_set(config: RunConfig, split_data: FewShotSplit, tasks: int, split: str) -> _TaskSet:
+    """The split's first ``tasks`` fixed tasks (:func:`evaluation_tasks`)."""
+    episodes = evaluation_tasks(config, split_data, tasks)
+    return _TaskSet(
+        episodes,
+        split,
+        "test tasks",
+        split_data.name,
+        config.ways,
+        config.shots,
+        config.test_queries,
+        task_set_info(episodes),
+    )
+
+
+def _file_task_set(run: LoadedRun, path: Path) -> _TaskSet:
+    """The tasks of an episode file, decoded as the run's data set (:mod:`meta.data.episode_files`)."""
+    kwargs = run.info["model"]["kwargs"]
+    episodes = read_episode_file(
+        path, dataset=run.config.dataset, image_size=int(kwargs.get("image_size") or 28), channels=kwargs["in_channels"]
+    )
+    return _TaskSet(
+        episodes,
+        f"file-{path.stem}",
+        path.name,
+        run.config.dataset,
+        episodes.uniform("ways"),
+        episodes.uniform("shots"),
+        episodes.uniform("queries"),
+        episodes.identity(),
+    )
+
+
+def _check_file_heads(model: nn.Module, episodes: EpisodeFile, settings: list[tuple[str, Procedure]]) -> None:
+    """ValueError naming the first task whose N differs from the head's outputs, where a
+    procedure runs the head (NIL works with any N)."""
+    outputs = getattr(getattr(model, "head", None), "out_features", None)
+    if outputs is None or all(procedure.inner is None for _, procedure in settings):
+        return
+    for name, episode in zip(episodes.task_names, episodes.episodes):
+        if episode.ways != outputs:
+            raise ValueError(
+                f"task {name!r} of {episodes.path.name} is {episode.ways}-way, but the run's head has {outputs}"
+                f" outputs: procedures with an inner loop need {outputs}-way tasks; NIL (--nil) works with any N"
+            )
+
+
+def _row(accuracies: np.ndarray, procedure: Procedure, label: str, ablation: str | None) -> ProcedureResult:
+    """One procedure's result row (``label``: the ablation row's frozen set)."""
+    return ProcedureResult(
+        AccuracySummary.of(accuracies), procedure.describe(), tuple(accuracies.tolist()), label if ablation else None
+    )
+
+
+def ablation_tag(ablation: str, steps: int | None, config: RunConfig) -> str:
+    """``ablation-<name>``, with ``-<S>steps`` when the test-time steps are not the run's."""
+    other = steps is not None and steps != config.test_inner_steps
+    return f"ablation-{ablation}" + (f"-{steps}steps" if other else "")
 
 
 def _settings(

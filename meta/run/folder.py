@@ -16,7 +16,10 @@ from repsim.io import read_json, stale_temporaries
 from repsim.weights import load_model
 
 RUN_FORMAT = "meta-run"
-RUN_VERSION = 1
+RUN_VERSION = 2
+#: What a version-1 run folder (written before these settings were recorded) computed with:
+#: validation and test queries as at training, no meta-gradient clipping, symmetric padding.
+VERSION_1_SETTINGS = {"grad_clip": 0.0, "padding": "symmetric"}
 
 
 class RunFolder:
@@ -57,6 +60,9 @@ class RunFolder:
         info = read_json(self.config)
         if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
             raise ValueError(f"{str(self.config)!r} is not a {RUN_FORMAT} config (format {info.get('format')!r})")
+        if info.get("version") == 1 and isinstance(info.get("config"), dict):
+            legacy = {**VERSION_1_SETTINGS, "test_queries": info["config"].get("queries")}
+            info["config"] = {**legacy, **info["config"]}
         return info
 
 

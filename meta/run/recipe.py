@@ -2,9 +2,11 @@
 regime, the record itself with its compute segments, and the rules for a rerun.
 
 Compute segments. The settings that change a run's numbers only in their rounding (``device``,
-``threads``, ``path``, ``chunk``: :data:`COMPUTE_FIELDS`) may change when a run is resumed. Each
+``threads``, ``path``, ``chunk``) or not at all (``world_size``, the number of torchrun ranks,
+:mod:`meta.run.distributed`): :data:`COMPUTE_FIELDS`, may change when a run is resumed. Each
 stretch of iterations computed with one set of them is a *segment* in ``config.json``
-(``"segments": [{"from_iteration", "device", "threads", "path", "chunk", "software", "cpu"}]``);
+(``"segments": [{"from_iteration", "device", "threads", "path", "chunk", "world_size",
+"software", "cpu"}]``; a segment written before ``world_size`` was recorded ran with 1);
 a resume with other compute settings adds a segment, and a rerun that computes nothing (a
 finished run) leaves ``config.json`` as it is. A resumed run equals an uninterrupted one bit for
 bit when all its segments have the same compute settings. Every other setting outside
@@ -57,8 +59,11 @@ BATCH_NORM_SEMANTICS = {
     " a task's support set and query set are separate forward passes",
     "none": "no normalisation",
 }
-#: Settings that change a run's numbers only in their rounding: recorded per segment.
-COMPUTE_FIELDS: tuple[str, ...] = ("device", "threads", "path", "chunk")
+#: Settings that change a run's numbers only in their rounding (or, ``world_size``, not at all):
+#: recorded per segment.
+COMPUTE_FIELDS: tuple[str, ...] = ("device", "threads", "path", "chunk", "world_size")
+#: What a segment recorded before a compute setting existed ran with.
+_COMPUTE_BEFORE = {"world_size": 1}
 
 
 class IncompatibleRunError(ValueError):
@@ -75,7 +80,10 @@ def model_spec(config: RunConfig, train_split: FewShotSplit) -> dict[str, Any]:
         "variant": config.variant,
         "image_size": size,
         "batch_norm": config.batch_norm,
+        "padding": config.padding,
     }
+    if config.head_init is not None:
+        kwargs["head_init"] = config.head_init
     if config.filters is not None:
         kwargs["filters"] = config.filters
     return {"factory": MODEL_FACTORY, "kwargs": kwargs}
@@ -103,6 +111,20 @@ def make_run_regime(config: RunConfig) -> Any:
     )
 
 
+def paper_defaults_record(config: RunConfig, defaults: PaperDefaults) -> dict[str, Any]:
+    """Which paper setting's defaults filled the run's unset hyperparameters, in words: the run's
+    own setting (``exact``), or the nearest one of its data set family and why."""
+    setting = f"{defaults.dataset} {defaults.ways}-way {defaults.shots}-shot"
+    exact = (defaults.dataset, defaults.ways, defaults.shots) == (config.dataset, config.ways, config.shots)
+    if exact:
+        source = "the paper's own settings for this data set, ways and shots"
+    elif defaults.dataset != config.dataset:
+        source = f"{config.dataset} has no paper settings; it is {defaults.dataset}-shaped and takes the nearest ones"
+    else:
+        source = f"the paper has no {config.ways}-way {config.shots}-shot setting; the nearest one's"
+    return {"setting": setting, "exact": exact, "source": source}
+
+
 def run_info(
     config: RunConfig,
     defaults: PaperDefaults,
@@ -121,12 +143,7 @@ def run_info(
         "format": RUN_FORMAT,
         "version": RUN_VERSION,
         "config": config.as_dict(),
-        "paper_defaults": {
-            "dataset": defaults.dataset,
-            "ways": defaults.ways,
-            "shots": defaults.shots,
-            "exact": (defaults.dataset, defaults.ways, defaults.shots) == (config.dataset, config.ways, config.shots),
-        },
+        "paper_defaults": paper_defaults_record(config, defaults),
         "model": dict(spec),
         "layers": list(LAYERS),
         "adapted_layers": list(trained),
@@ -153,12 +170,13 @@ def _software() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
 
 
-def compute_segment(config: RunConfig, cpu: Any, from_iteration: int) -> dict[str, Any]:
+def compute_segment(config: RunConfig, cpu: Any, from_iteration: int, world_size: int = 1) -> dict[str, Any]:
     """The segment record of iterations computed from ``from_iteration`` with ``config``'s
-    compute settings (:data:`COMPUTE_FIELDS`) on this machine."""
+    compute settings (:data:`COMPUTE_FIELDS`) on this machine, by ``world_size`` ranks."""
     return {
         "from_iteration": from_iteration,
-        **{name: getattr(config, name) for name in COMPUTE_FIELDS},
+        **{name: getattr(config, name) for name in COMPUTE_FIELDS if name != "world_size"},
+        "world_size": world_size,
         "software": _software(),
         "cpu": cpu.as_dict() if hasattr(cpu, "as_dict") else cpu,
     }
@@ -170,7 +188,7 @@ def segments_after(stored: Mapping[str, Any] | None, segment: Mapping[str, Any])
     new run), plus ``segment`` when its compute settings differ from the last stored segment's.
     A segment that starts where the last one started replaces it (nothing was kept of it)."""
     old = [dict(s) for s in (stored or {}).get("segments", [])]
-    if old and all(old[-1].get(name) == segment[name] for name in COMPUTE_FIELDS):
+    if old and all(_setting(old[-1], name) == segment[name] for name in COMPUTE_FIELDS):
         return old
     kept = [s for s in old if s["from_iteration"] < segment["from_iteration"]]
     return [*kept, dict(segment)]
@@ -180,7 +198,16 @@ def changed_compute(stored: Mapping[str, Any], segment: Mapping[str, Any]) -> li
     """``"name: old -> new"`` for each compute setting of ``segment`` that differs from the last
     stored segment's (empty for a new run)."""
     last = (stored.get("segments") or [{}])[-1]
-    return [f"{n}: {last.get(n)!r} -> {segment[n]!r}" for n in COMPUTE_FIELDS if last and last.get(n) != segment[n]]
+    return [
+        f"{n}: {_setting(last, n)!r} -> {segment[n]!r}"
+        for n in COMPUTE_FIELDS
+        if last and _setting(last, n) != segment[n]
+    ]
+
+
+def _setting(segment: Mapping[str, Any], name: str) -> Any:
+    """A compute setting of a stored segment (what it ran with where the segment predates it)."""
+    return segment.get(name, _COMPUTE_BEFORE.get(name))
 
 
 def check_rerun(folder: RunFolder, config: RunConfig) -> None:

@@ -7,34 +7,41 @@ state_dict after every step is written (frozen layers and buffers keep the meta-
 with the task's support and query tensors. Every file is written atomically and
 ``manifest.json`` is written last, so a folder with a manifest is complete.
 
+Under ``torchrun`` (``distributed=True``, :mod:`meta.run.distributed`) the tasks are dealt out in
+contiguous blocks: each rank adapts its tasks and writes their folders, and rank 0 (which alone
+holds the folder's lock and prepares it) writes the meta weights and, once every task's files are
+there, the manifest; the folder must then be on a file system every rank reaches.
+
 ``query_accuracy_before`` is the query accuracy of the meta-learned weights with no adaptation
 (the same head, zero inner steps), ``query_accuracy_after`` the accuracy after the last step
 (fractions).
 
-Imports: :mod:`meta.core`, :mod:`meta.data`, :mod:`meta.run` and :mod:`repsim.io`.
+Imports: :mod:`meta.core`, :mod:`meta.data`, :mod:`meta.run` and :mod:`repsim` (io, progress).
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from meta.core.inner import InnerLoop
 from meta.core.procedures import evaluate_task
+from meta.core.reduction import share
 from meta.data import Episode
 from meta.run.config import load_run_split
+from meta.run.distributed import ONE, Single, ranks_for
 from meta.run.evaluate import LoadedRun, check_head, evaluation_tasks, run_procedure
 from meta.run.lock import FolderLock
 from meta.run.state import save_tensors
 from repsim.io import write_json
+from repsim.progress import progress_bar
 
 SNAPSHOT_FORMAT = "adaptation-snapshot"
 SNAPSHOT_VERSION = 1
@@ -112,6 +119,7 @@ def write_snapshot(
     extra: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """Write an adaptation snapshot of ``model`` on ``episodes`` (docs/formats.md).
 
@@ -130,6 +138,8 @@ def write_snapshot(
             ``"batch"``).
         extra: more keys for the manifest (e.g. where the weights came from).
         overwrite: replace the snapshot in a non-empty ``out_dir``.
+        distributed: share the tasks among the ranks of the initialised default
+            ``torch.distributed`` group (the module docstring).
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
@@ -147,27 +157,50 @@ def write_snapshot(
         raise ValueError("pass layers=...: the model has no .layers attribute naming its layers")
     check_head(model, ways, inner)
     device = next(model.parameters()).device
+    ranks = ranks_for(distributed)
+    return write_snapshot_folder(
+        out_dir,
+        overwrite,
+        lambda out: _write_tasks(
+            model,
+            spec,
+            episodes,
+            inner,
+            out,
+            layer_names,
+            (ways, shots, queries),
+            device,
+            algorithm=algorithm,
+            dataset=dataset,
+            batch_norm=batch_norm,
+            extra=extra,
+            progress=progress,
+            ranks=ranks,
+        ),
+        ranks,
+    )
+
+
+def write_snapshot_folder(
+    out_dir: str | Path, overwrite: bool, write: Callable[[Path], dict[str, Any]], ranks: Single = ONE
+) -> dict[str, Any]:
+    """``write(folder)`` (which writes a snapshot's files, the manifest last, and returns the
+    manifest) with the folder locked and prepared (a non-empty one needs ``overwrite``). If it
+    fails, no half-written snapshot is left behind: the snapshot's files are removed, and the
+    folder too if this call created it. Serves :func:`write_snapshot` and the meta-RL snapshots
+    (:mod:`meta.run.rl_snapshot`). Of several ``ranks``, rank 0 alone locks, prepares and cleans
+    up; the others start writing once it has prepared the folder."""
     out = Path(out_dir)
+    if ranks.rank != 0:
+        ranks.barrier()
+        return write(out)
     created = not out.exists()
     try:
         with FolderLock(out, "snapshot"):
             _prepare_folder(out, overwrite)
+            ranks.barrier()
             try:
-                return _write_tasks(
-                    model,
-                    spec,
-                    episodes,
-                    inner,
-                    out,
-                    layer_names,
-                    (ways, shots, queries),
-                    device,
-                    algorithm=algorithm,
-                    dataset=dataset,
-                    batch_norm=batch_norm,
-                    extra=extra,
-                    progress=progress,
-                )
+                return write(out)
             except BaseException:
                 _clear_snapshot(out)  # no half-written snapshot is left behind
                 raise
@@ -188,18 +221,28 @@ def _write_tasks(
     device: torch.device,
     *,
     progress: bool,
+    ranks: Single,
     **record: Any,
 ) -> dict[str, Any]:
-    """Write the meta weights, each task's folder, then the manifest (last: a folder with a
-    manifest is complete); returns the manifest."""
+    """Write the meta weights, each task's folder (this rank's tasks), then the manifest (last: a
+    folder with a manifest is complete); returns the manifest."""
     meta_state = {k: v.detach() for k, v in model.state_dict().items()}
-    save_tensors(out / "meta.safetensors", meta_state)
-    tasks = [
-        _task_entry(model, meta_state, episode.to(device), inner, out, number)
-        for number, episode in enumerate(tqdm(episodes, desc="snapshot tasks", unit="task", disable=not progress))
-    ]
+    if ranks.rank == 0:
+        save_tensors(out / "meta.safetensors", meta_state)
+    mine = share(len(episodes), ranks.rank, ranks.world)
+    bar = progress_bar(mine, desc="snapshot tasks", unit="task", enabled=progress and ranks.rank == 0)
+    tasks = ranks.gather_objects(
+        [_task_entry(model, meta_state, episodes[number].to(device), inner, out, number) for number in bar]
+    )
     manifest = _manifest(spec, inner, layer_names, shape, tasks, **record)
-    write_json(out / "manifest.json", manifest)
+    if ranks.rank == 0:
+        missing = [t["inputs"] for t in tasks if not (out / t["inputs"]).is_file()]
+        if missing:
+            raise ValueError(
+                f"{str(out)!r}: the files other ranks wrote are not here ({', '.join(missing[:3])}, ...): a snapshot"
+                " under torchrun needs a folder on a file system every rank reaches"
+            )
+        write_json(out / "manifest.json", manifest)
     return manifest
 
 
@@ -244,6 +287,7 @@ def snapshot_run(
     *,
     tasks: int = 8,
     task_ids: Sequence[int] | None = None,
+    queries: int | None = None,
     split: str = "test",
     weights: str = "final",
     steps: int | None = None,
@@ -256,10 +300,13 @@ def snapshot_run(
     overwrite: bool = False,
     trusted: Sequence[str] = (),
     progress: bool = True,
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """Snapshot a training run on the first ``tasks`` fixed evaluation tasks of ``split`` (or
     the fixed tasks numbered ``task_ids``), the same tasks :func:`meta.run.evaluate.evaluate_run`
-    uses. The inner loop is the run's test-time one (``steps``/``lr``/``freeze`` override it;
+    uses, with ``queries`` query examples per class (default: the run's ``test_queries``; more
+    give the similarity analyses more datapoints, the classes and support sets unchanged). The
+    inner loop is the run's test-time one (``steps``/``lr``/``freeze`` override it;
     body-training baselines adapt every layer unless ``freeze`` says otherwise)."""
     run = LoadedRun.open(run_dir, data_root=data_root, cache_dir=cache_dir)
     procedure = run_procedure(run.config, freeze=freeze, steps=steps, lr=lr)
@@ -269,7 +316,7 @@ def snapshot_run(
     ids = list(range(tasks)) if task_ids is None else [int(i) for i in task_ids]
     if not ids or min(ids) < 0:
         raise ValueError(f"task ids must be non-negative and at least one, got {ids}")
-    fixed = evaluation_tasks(run.config, split_data, max(ids) + 1)
+    fixed = evaluation_tasks(run.config, split_data, max(ids) + 1, queries)
     model = run.model(weights, device, trusted)
     source = {
         "run_dir": str(run.folder.root),
@@ -290,4 +337,5 @@ def snapshot_run(
         extra={"source": source},
         overwrite=overwrite,
         progress=progress,
+        distributed=distributed,
     )

@@ -4,7 +4,8 @@ One iteration ``i`` (0-based) is::
 
     batch = regime.batch(sampler, i)      # a pure function of (seed, i): tasks i*B .. (i+1)*B-1
     optimizer.zero_grad(set_to_none=True)
-    metrics = regime.step(model, batch)   # adds the meta-gradient to .grad
+    metrics = regime.step(model, batch, ranks)   # adds the meta-gradient to .grad
+    clip_meta_gradient(model, grad_clip)  # each entry to [-grad_clip, grad_clip] (0: none)
     optimizer.step()                      # Adam, the run's meta_lr
 
 After iteration ``k = i + 1``: a metrics row (means over the last ``log_every`` iterations) when
@@ -33,11 +34,18 @@ is a multiple of ``val_every``; only ``best.safetensors`` can differ.
 One writer: the run folder is locked (:class:`meta.run.lock.FolderLock`) for as long as ``train``
 runs, so a second ``train`` (or ``snapshot``) on it is refused at once, naming the holder.
 
+Ranks (``torchrun --nproc-per-node W -m meta train ...``, :mod:`meta.run.distributed`): the
+ranks share each meta-batch's parts and the validation tasks, and every rank takes the same Adam
+step, bit for bit the one of one process (:mod:`meta.core.reduction`). Rank 0 alone holds the
+lock, reads the checkpoint (and sends it to the others) and writes every file; the world size is
+a compute setting of ``config.json``'s segments, and ``metrics.csv``'s ``comm_seconds`` is the
+time per iteration spent in collectives (0 in one process).
+
 Batch norm (recorded in ``config.json``): ``"batch"`` uses the statistics of the batch given, in
 the inner loop and at test time (the original MAML code); a task's support set and query set are
 separate forward passes.
 
-Imports: :mod:`meta.core`, :mod:`meta.data`, :mod:`meta.run` and :mod:`repsim` (weights, files).
+Imports: :mod:`meta.core`, :mod:`meta.data`, :mod:`meta.run` and :mod:`repsim` (weights, files, progress).
 """
 
 from __future__ import annotations
@@ -45,18 +53,18 @@ from __future__ import annotations
 import shutil
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from meta.data import EpisodeSampler, FewShotSplit
 from meta.run.config import RunConfig, load_run_split, resolve
 from meta.run.cpu import configure_cpu
+from meta.run.distributed import ONE, Single, ranks_for
 from meta.run.evaluate import evaluation_tasks, run_procedure, task_accuracies
 from meta.run.folder import RunFolder, remove_stale_temporaries
 from meta.run.lock import LOCK_NAME, FolderLock
@@ -85,9 +93,10 @@ from meta.run.state import (
 )
 from repsim.devices import check_device
 from repsim.io import write_json
+from repsim.progress import progress_bar
 from repsim.weights import build_model
 
-__all__ = ["IncompatibleRunError", "TrainResult", "Trainer", "train"]
+__all__ = ["IncompatibleRunError", "TrainResult", "Trainer", "run_locked", "train"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,16 @@ CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def clip_meta_gradient(model: nn.Module, bound: float) -> None:
+    """Clip every entry of the meta-gradient (``.grad``) to ``[-bound, bound]`` in place, as the
+    reference clips miniImageNet's (``tf.clip_by_value(grad, -10, 10)``, cbfinn/maml ``maml.py``
+    lines 147-148); ``bound == 0``: no clipping."""
+    if bound:
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.clamp_(-bound, bound)
+
+
 def _to_device(batch: Any, device: torch.device) -> Any:
     if hasattr(batch, "to"):
         return batch.to(device)
@@ -132,14 +151,24 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 
 class Trainer:
-    """The training loop of one run folder (see the module docstring); :func:`train` drives it."""
+    """The training loop of one run folder (see the module docstring); :func:`train` drives it.
+    ``ranks``: the processes sharing each iteration (default: this one alone)."""
+
+    ranks: Single = ONE
 
     def __init__(
-        self, config: RunConfig, out_dir: str | Path, splits: Mapping[str, FewShotSplit] | None = None
+        self,
+        config: RunConfig,
+        out_dir: str | Path,
+        splits: Mapping[str, FewShotSplit] | None = None,
+        ranks: Single = ONE,
     ) -> None:
         self.config, self.defaults = resolve(config)
         self.folder = RunFolder(Path(out_dir))
-        check_rerun(self.folder, self.config)
+        self.ranks = ranks
+        if ranks.rank == 0:
+            check_rerun(self.folder, self.config)
+        ranks.check_same(self.config.as_dict(), "settings")
         c = self.config
         self.device = check_device(c.device)
         self.cpu = configure_cpu(threads=c.threads or None)
@@ -162,7 +191,7 @@ class Trainer:
     def resume(self) -> int:
         """Load the folder's checkpoint (the one before it, with a warning, when the latest is
         missing or damaged); returns the iteration to start from (0 without a checkpoint)."""
-        saved = self._load_latest_checkpoint()
+        saved = self.ranks.from_first(self._load_latest_checkpoint)
         if saved is None:
             return 0
         if saved["iteration"] > self.config.iterations:
@@ -180,7 +209,8 @@ class Trainer:
             raise CheckpointError(
                 f"the checkpoint in {str(self.folder.root)!r} does not fit this run: {error}"
             ) from None
-        self.metrics = MetricsLog.resume(self.folder, saved["metrics_rows"])
+        if self.ranks.rank == 0:
+            self.metrics = MetricsLog.resume(self.folder, saved["metrics_rows"])
         return saved["iteration"]
 
     def _load_latest_checkpoint(self) -> dict[str, Any] | None:
@@ -206,7 +236,9 @@ class Trainer:
     def checkpoint(self) -> None:
         """Metrics first, then the checkpoint (the commit point; the previous one is kept as
         ``checkpoint.prev.safetensors``, so that at every moment the folder holds a complete
-        latest checkpoint), then its readable copy."""
+        latest checkpoint), then its readable copy. Rank 0 alone writes."""
+        if self.ranks.rank != 0:
+            return
         self.metrics.write()
         state = {
             "iteration": self.state.iteration,
@@ -228,15 +260,20 @@ class Trainer:
         )
 
     def save_weights(self, path: Path) -> None:
+        """The model's weights (rank 0 alone writes)."""
+        if self.ranks.rank != 0:
+            return
         save_tensors(path, self.model.state_dict(), {"iteration": str(self.state.iteration)})
 
     def write_record(self, start: int) -> None:
         """Write ``config.json`` with the run's segments, unless the run is finished and nothing
-        it records would change (a finished run is left as it is)."""
+        it records would change (a finished run is left as it is). Rank 0 alone writes."""
+        if self.ranks.rank != 0:
+            return
         stored = self.folder.read_config() if self.folder.config.is_file() else None
-        segment = compute_segment(self.config, self.cpu, start)
+        segment = compute_segment(self.config, self.cpu, start, self.ranks.world)
         finished = start >= self.config.iterations
-        info = run_info(self.config, self.defaults, self.spec, self.regime, self.splits, self.cpu)
+        info = self.record_info()
         if stored is not None and finished:
             return
         if stored is not None and changed_compute(stored, segment):
@@ -247,13 +284,18 @@ class Trainer:
             )
         write_json(self.folder.config, {**info, "segments": segments_after(stored, segment)})
 
+    def record_info(self) -> dict[str, Any]:
+        """What ``config.json`` records besides the segments (:func:`meta.run.recipe.run_info`)."""
+        return run_info(self.config, self.defaults, self.spec, self.regime, self.splits, self.cpu)
+
     # ------------------------------------------------------------------ loop
 
     def step(self, i: int) -> dict[str, float]:
         """Iteration ``i`` (0-based): one meta-update."""
         batch = _to_device(self.regime.batch(self.sampler, i), self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        metrics = self.regime.step(self.model, batch)
+        metrics = self.regime.step(self.model, batch, self.ranks)
+        clip_meta_gradient(self.model, self.config.grad_clip)
         self.optimizer.step()
         if hasattr(self.regime, "meta_batch_size"):
             self.sampler.next_index = (i + 1) * self.regime.meta_batch_size
@@ -261,7 +303,9 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         """Accuracy on the fixed validation tasks; updates ``best.safetensors``."""
-        accuracies = task_accuracies(self.model, self.val_tasks, self.procedure, device=self.device, progress=False)
+        accuracies = task_accuracies(
+            self.model, self.val_tasks, self.procedure, device=self.device, progress=False, ranks=self.ranks
+        )
         summary = AccuracySummary.of(accuracies)
         k = self.state.iteration
         row = {"iteration": k, "split": "val", "accuracy": summary.accuracy / 100, "ci95": summary.ci95 / 100}
@@ -273,8 +317,9 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train to ``config.iterations`` from the checkpoint (or from scratch). The caller holds
         the folder's lock (:func:`train` does)."""
-        for folder in (self.folder.root, self.folder.root / "checkpoints"):
-            remove_stale_temporaries(folder)
+        if self.ranks.rank == 0:
+            for folder in (self.folder.root, self.folder.root / "checkpoints"):
+                remove_stale_temporaries(folder)
         start = self.resume()
         self.write_record(start)
         self._iterate(start)
@@ -286,18 +331,20 @@ class Trainer:
         """Iterations ``start`` .. ``iterations - 1`` with their logging, validation, kept
         weights and checkpoints (module docstring)."""
         c = self.config
-        bar = tqdm(
+        bar = progress_bar(
             total=c.iterations,
             initial=start,
             desc=f"{c.algorithm} {c.ways}-way {c.shots}-shot",
             unit="it",
-            disable=not c.progress,
+            enabled=c.progress and self.ranks.rank == 0,
         )
         postfix: dict[str, str] = {}
         for i in range(start, c.iterations):
+            self.ranks.take_seconds()  # validation's collectives are not an iteration's
             started = time.perf_counter()
             metrics = self.step(i)
-            self.state.window.add(metrics, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.state.window.add({**metrics, "comm_seconds": self.ranks.take_seconds()}, seconds)
             k = self.state.iteration = i + 1
             last = k == c.iterations
             if k % c.log_every == 0 or last:
@@ -319,7 +366,13 @@ class Trainer:
         bar.close()
 
 
-def train(config: RunConfig, out_dir: str | Path, *, splits: Mapping[str, FewShotSplit] | None = None) -> TrainResult:
+def train(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    splits: Mapping[str, FewShotSplit] | None = None,
+    distributed: bool = False,
+) -> TrainResult:
     """Train (or resume) the run in ``out_dir`` to ``config.iterations``.
 
     Args:
@@ -327,6 +380,9 @@ def train(config: RunConfig, out_dir: str | Path, *, splits: Mapping[str, FewSho
         out_dir: the run folder (created; an existing run in it is resumed if compatible).
         splits: ``{"train": FewShotSplit, "val": FewShotSplit}`` to use instead of loading
             ``config.dataset`` (tests, custom data; evaluation then needs ``data=`` too).
+        distributed: share every iteration among the ranks of the initialised default
+            ``torch.distributed`` process group (every rank calls this with the same arguments;
+            the module docstring).
 
     Returns:
         The :class:`TrainResult`.
@@ -336,11 +392,21 @@ def train(config: RunConfig, out_dir: str | Path, *, splits: Mapping[str, FewSho
     again if the run cannot start (bad settings, missing data), leaving nothing behind.
     """
     resolve(config)  # bad settings are refused before the folder is touched
+    ranks = ranks_for(distributed)
+    return run_locked(out_dir, lambda out: Trainer(config, out, splits, ranks), ranks)
+
+
+def run_locked(out_dir: str | Path, make_trainer: Callable[[Path], Trainer], ranks: Single = ONE) -> TrainResult:
+    """``make_trainer(folder).run()`` holding the folder's lock (:func:`train`; the meta-RL trainer
+    of :mod:`meta.run.rl_train` too); of several ``ranks``, rank 0 alone takes it. A folder this
+    call created is removed again if the run cannot start, leaving nothing behind."""
+    if ranks.rank != 0:
+        return make_trainer(Path(out_dir)).run()
     out = Path(out_dir)
     created = not out.exists()
     try:
         with FolderLock(out, "train"):
-            return Trainer(config, out, splits).run()
+            return make_trainer(out).run()
     except BaseException:
         if created and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
             shutil.rmtree(out)

@@ -100,7 +100,7 @@ def test_command_line_overrides_file_overrides_defaults(tmp_path, suffix):
 
 def test_paper_defaults():
     omniglot, _ = resolve(RunConfig(dataset="omniglot", ways=20, shots=1))
-    assert (omniglot.inner_lr, omniglot.inner_steps, omniglot.meta_batch_size, omniglot.queries) == (0.1, 5, 16, 15)
+    assert (omniglot.inner_lr, omniglot.inner_steps, omniglot.meta_batch_size, omniglot.queries) == (0.1, 5, 16, 1)
     for shots, meta_batch in ((1, 4), (5, 2)):
         mini, _ = resolve(RunConfig(dataset="miniimagenet", ways=5, shots=shots))
         assert (mini.inner_lr, mini.inner_steps, mini.test_inner_steps) == (0.01, 5, 10)

@@ -331,3 +331,22 @@ def test_unknown_adapted_layer_and_path_are_rejected():
         InnerLoop(1, 0.1, adapt=frozenset({"fc"})).adapted_layers(LAYERS)
     with pytest.raises(ValueError, match="path"):
         meta_gradient(small_model(), make_tasks(0), SETTINGS["maml"], path="vmap")
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@CUDA
+@pytest.mark.parametrize("path", [p for p in PATHS if p != "compiled"])
+@pytest.mark.parametrize("setting", ["maml", "fomaml", "anil"])
+def test_meta_gradient_on_cuda_equals_the_float64_cpu_reference(setting, path):
+    """Every GPU execution path ("compiled" is the CPU's): in float64 on the GPU to 1e-9 of the
+    CPU reference, in float32 to float32's rounding (1e-4 of each gradient's scale)."""
+    model, tasks, inner = small_model(), make_tasks(1), SETTINGS[setting]
+    expected = reference_meta_gradient(model, tasks, inner)
+    for dtype, rtol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
+        gpu = small_model().to("cuda", dtype)
+        moved = {k: v.to("cuda", dtype) if v.is_floating_point() else v.cuda() for k, v in vars(tasks).items()}
+        batch = SimpleNamespace(**moved)
+        meta_gradient(gpu, batch, inner, path=path, chunk=2, loop_from=7)
+        assert_grads_close(gpu.cpu().double(), {k: v.to(dtype).double() for k, v in expected.items()}, rtol=rtol)

@@ -94,7 +94,7 @@ def test_presets_are_the_maml_papers():
     mini1, mini5 = paper_defaults("miniimagenet", 5, 1), paper_defaults("miniimagenet", 5, 5)
     assert mini1.train_inner == InnerLoop(5, 0.01) and mini1.test_inner == InnerLoop(10, 0.01)
     assert (mini1.meta_batch_size, mini5.meta_batch_size) == (4, 2)
-    assert all(p.meta_lr == 1e-3 and p.queries == 15 for p in PAPER_DEFAULTS.values())
+    assert all(p.meta_lr == 1e-3 for p in PAPER_DEFAULTS.values())
     assert conv4(**mini1.model_kwargs()).feature_dim == 800
     with pytest.raises(ValueError, match="no paper defaults"):
         paper_defaults("omniglot", 7, 1)

@@ -153,3 +153,14 @@ def test_best_weights_and_procedure_overrides(runs):
     assert best.weights_path.endswith("best.safetensors")
     procedure = run_procedure(LoadedRun.open(runs["anil"]).config, steps=5, lr=0.1)
     assert procedure.inner == InnerLoop(5, 0.1, adapt=frozenset({"head"}))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("procedure", [{}, {"nil": True}, {"freeze": "conv1,conv2,conv3,conv4"}])
+def test_evaluation_on_cuda_equals_the_cpu_one(runs, procedure):
+    """The same fixed tasks, adapted on the GPU: every task's accuracy as on the CPU (float32 on
+    both; a task's accuracy is a count of correct queries, so the rounding shows only where two
+    logits tie to within it)."""
+    cpu = evaluate_run(runs["maml0"], tasks=TASKS, progress=False, write=False, **procedure)
+    gpu = evaluate_run(runs["maml0"], tasks=TASKS, progress=False, write=False, device="cuda", **procedure)
+    assert gpu.accuracy == pytest.approx(cpu.accuracy, abs=100 / TASKS / 15)

@@ -42,6 +42,7 @@ def tiny_config(**changes) -> RunConfig:
         ways=3,
         shots=1,
         queries=5,
+        test_queries=5,
         iterations=8,
         seed=3,
         filters=4,
@@ -276,6 +277,7 @@ def test_run_folder_matches_the_format(reference):
             "variant": "omniglot",
             "image_size": 28,
             "batch_norm": "batch",
+            "padding": "same",
             "filters": 4,
         },
     }
