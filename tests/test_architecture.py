@@ -48,7 +48,7 @@ REPSIM_INNER: dict[str, tuple[str, ...]] = {
     "repsim.tensor_files": (),
 }
 #: Modules that draw or tabulate results, and the modules that compute similarity.
-PLOTTING = ("repsim.plots", "repsim.tables", "meta.study.figures")
+PLOTTING = ("repsim.plots", "repsim.tables", "meta.study.figures", "meta.study.figures_analyses")
 COMPUTING = ("repsim.measures", "repsim.compare", "repsim.snapshot_report", "repsim.capture")
 
 

@@ -118,6 +118,12 @@ def _values(rows: Sequence[Mapping[str, Any]], layer: str, measure: str) -> list
     return [float(r["value"]) for r in rows if r["layer"] == layer and r["measure"] == measure]
 
 
+def last_step(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows of an adaptation-similarity job after the last inner step."""
+    last = max(r["step"] for r in rows)
+    return [r for r in rows if r["step"] == last]
+
+
 # ---------------------------------------------------------------------------------------------
 # Accuracy tables (from the evaluation JSONs)
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +222,7 @@ def _similarity_rows(
     """One row per layer and measure: the similarity in the runs' snapshots (of the weights kept
     at iteration ``at``, or the final weights for ``None``) over tasks and seeds; ``results`` are
     the adaptation-similarity jobs' rows keyed by snapshot folder name."""
-    per_run = [results[plan.snapshot_dir(run, at).name] for run in runs]
+    per_run = [last_step(results[plan.snapshot_dir(run, at).name]) for run in runs]
     return [
         {
             **keys,

@@ -1,12 +1,25 @@
-"""Running the independent jobs of a stage (:class:`Job`): in this process, or in a pool of
-worker processes (:class:`JobRunner`), longest first, with a progress bar.
+"""Running the independent jobs of a stage (:class:`Job`, :class:`JobRunner`), longest first,
+with a progress bar: in this process (one worker), or on any :class:`concurrent.futures.Executor`.
 
-Workers are started by a ``forkserver`` that preloads :mod:`meta.study.jobs` (the job
-functions), run one torch thread each, load a data set once, and end when the main process is
-gone (even after a SIGKILL), so that no orphan keeps training; the runs resume from their
-checkpoints. The results do not depend on the number of workers.
+- **Local** (the default; nothing to start): the standard library's
+  :class:`~concurrent.futures.ProcessPoolExecutor` (:func:`local_pool`). Its workers are started
+  by a ``forkserver`` that preloads :mod:`meta.study.jobs` (the job functions), load a data set
+  once, and end when the main process is gone (even after a SIGKILL), so that no orphan keeps
+  training.
+- **A Dask cluster** (``--scheduler tcp://HOST:PORT``): ``Client(address).get_executor()``
+  (:mod:`meta.study.cluster`), the same jobs on a lab's workers (Slurm or PBS through
+  dask-jobqueue).
 
-Imports: :mod:`meta.run.cpu`, :mod:`meta.study.jobs`, :mod:`meta.study.plan`.
+Every job runs through :func:`run_job`: one torch thread with denormals flushed (in the thread
+that computes: Dask runs jobs in a worker thread), and a check that the output folder is there,
+which a worker on another machine sees only on a shared file system. Jobs are idempotent and
+write atomically (a training resumes from its checkpoint, a finished evaluation or snapshot is
+not recomputed), so a job whose worker died is simply run again: the Dask scheduler does it by
+itself; a local pool whose worker died stops with an error naming the stage and its jobs, and
+rerunning the command continues. The results do not depend on where or on how many workers the
+jobs run.
+
+Imports: :mod:`meta.run.cpu`, :mod:`meta.study.jobs`, :mod:`meta.study.plan`, :mod:`repsim.progress`.
 """
 
 from __future__ import annotations
@@ -15,18 +28,19 @@ import concurrent.futures as futures
 import json
 import multiprocessing
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from meta.study import jobs as job_functions
 from meta.study.plan import ReproductionError
 from meta.validation import check_int
+from repsim.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -80,13 +94,48 @@ def _exit_with(parent: int, interval: float = 1.0) -> None:
         time.sleep(interval)
 
 
-class JobRunner:
-    """Runs the jobs of a stage in this process (``workers == 1``) or in a pool of worker
-    processes (created on first use, reused by later stages), longest first, with a progress bar."""
+def local_pool(workers: int) -> futures.ProcessPoolExecutor:
+    """The standard library's process pool of ``workers`` processes, started by a forkserver
+    that preloads the job functions, each worker ending with this process (:func:`_init_worker`)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([job_functions.__name__])
+    return futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),))
 
-    def __init__(self, workers: int, *, progress: bool = True) -> None:
+
+def run_job(fn: Callable[..., Any], kwargs: Mapping[str, Any], reach: str | None = None) -> Any:
+    """``fn(**kwargs)`` in a worker: one torch thread, denormals flushed in this thread, and
+    (with ``reach``, a file of the output folder) a :class:`ReproductionError` when this worker
+    cannot see the output folder."""
+    from meta.run.cpu import configure_cpu
+
+    if reach is not None and not Path(reach).is_file():
+        raise ReproductionError(
+            f"worker {socket.gethostname()} (process {os.getpid()}) cannot see {reach!r}: the output folder must be"
+            " on a file system that every worker and this machine share"
+        )
+    configure_cpu(threads=1)
+    return fn(**kwargs)
+
+
+class JobRunner:
+    """Runs the jobs of a stage, longest first, with a progress bar: in this process
+    (``workers == 1`` and no ``executor``), else on the executor that ``executor()`` returns
+    (default: :func:`local_pool` of ``workers`` processes), made on first use and reused by later
+    stages. ``out``: the output folder, whose ``preset.json`` every job checks it can see."""
+
+    def __init__(
+        self,
+        workers: int = 1,
+        *,
+        progress: bool = True,
+        executor: Callable[[], futures.Executor] | None = None,
+        out: str | Path | None = None,
+    ) -> None:
         self.workers, self.progress = check_int("jobs", workers, minimum=1), progress
-        self._pool: futures.ProcessPoolExecutor | None = None
+        self._make = executor or (lambda: local_pool(self.workers))
+        self._here = executor is None and self.workers == 1
+        self._reach = None if out is None else str(Path(out) / "preset.json")
+        self._executor: futures.Executor | None = None
 
     def __enter__(self) -> JobRunner:
         return self
@@ -95,34 +144,30 @@ class JobRunner:
         self.close()
 
     def close(self) -> None:
-        """Shut the worker pool down (waiting for running jobs; queued ones are cancelled)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Shut the executor down (waiting for running jobs; queued ones were cancelled)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
-    def pool(self) -> futures.ProcessPoolExecutor:
-        """The worker pool (started on first use by a forkserver preloading the job functions)."""
-        if self._pool is None:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([job_functions.__name__])
-            self._pool = futures.ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
-            )
-        return self._pool
+    def executor(self) -> futures.Executor:
+        """The executor (made on first use)."""
+        if self._executor is None:
+            self._executor = self._make()
+        return self._executor
 
     def run(self, stage: str, jobs: Sequence[Job]) -> dict[str, Any]:
         """``{job.key: result}``; the first failure cancels the rest and is raised with the
         stage and job named."""
         ordered = sorted(jobs, key=lambda j: -j.cost)
-        bar = tqdm(
+        bar = progress_bar(
             total=len(jobs),
             desc=stage,
             unit="job",
-            disable=not self.progress,
+            enabled=self.progress,
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} jobs [{elapsed}<{remaining}]",
         )
         try:
-            if self.workers == 1:
+            if self._here:
                 return self._run_here(stage, ordered, bar)
             return self._run_pool(stage, ordered, bar)
         finally:
@@ -138,10 +183,10 @@ class JobRunner:
         return results
 
     def _run_pool(self, stage: str, jobs: Sequence[Job], bar: Any) -> dict[str, Any]:
-        """The jobs in the worker pool: ``{job.key: result}``; the bar counts running training
+        """The jobs on the executor: ``{job.key: result}``; the bar counts running training
         jobs by their checkpoints."""
-        pool = self.pool()
-        pending = {pool.submit(job.fn, **job.kwargs): job for job in jobs}
+        executor = self.executor()
+        pending = {executor.submit(run_job, job.fn, job.kwargs, self._reach): job for job in jobs}
         results: dict[str, Any] = {}
         try:
             while pending:
@@ -170,10 +215,20 @@ def _call(stage: str, job: Job) -> Any:
 
 
 def _job_error(stage: str, job: Job, err: Exception) -> Exception:
-    """The job's ValueError as a :class:`ReproductionError` with the stage and job named (other
-    errors pass unchanged)."""
+    """The job's ValueError, or the death of the worker process that ran it, as a
+    :class:`ReproductionError` with the stage and job named (other errors pass unchanged)."""
     if isinstance(err, ValueError):
         return ReproductionError(f"stage {stage}, job {job.key}: {err}")
+    if isinstance(err, BrokenProcessPool):
+        return ReproductionError(
+            f"stage {stage}, job {job.key}: a worker process died while the stage ran (killed, or out of"
+            " memory?); what finished is kept: rerun the same command to continue"
+        )
+    if type(err).__name__ == "KilledWorker":  # dask.distributed: the job's workers kept dying
+        return ReproductionError(
+            f"stage {stage}, job {job.key}: every Dask worker that ran it died ({err}); what finished is kept:"
+            " check the workers' memory and logs, then rerun the same command to continue"
+        )
     return err
 
 

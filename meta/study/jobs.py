@@ -19,7 +19,7 @@ from typing import Any
 
 from meta.core.names import LAYERS
 from meta.run.config import RunConfig, from_mapping, load_run_split
-from meta.run.evaluate import LoadedRun, evaluation_tasks, run_procedure
+from meta.run.evaluate import LoadedRun, ablation_tag, evaluation_tasks, run_procedure
 from meta.run.folder import RunFolder
 from meta.study.plan import EXTERNAL_DATA, ReproductionError
 
@@ -60,20 +60,39 @@ def train_job(config: Mapping[str, Any], run_dir: str) -> dict[str, Any]:
     return {"iterations": result.iterations, "best": result.best}
 
 
-def eval_path(run_dir: str | Path, config: RunConfig, *, kind: str, weights: str, tasks: int) -> Path:
-    """Where :func:`meta.run.evaluate.evaluate_run` writes a result: ``kind`` ``"freezing"`` (the
-    ablation), ``"nil"`` or ``"default"`` (the run's own test procedure)."""
-    procedure = "ablation-freezing" if kind == "freezing" else run_procedure(config, nil=kind == "nil").tag()
+#: Evaluation kinds: the freezing ablation, NIL-testing, the run's own test procedure, and every
+#: layer adapting (the MAML procedure on any body).
+EVAL_KINDS: tuple[str, ...] = ("freezing", "nil", "default", "adapt-all")
+
+
+def eval_path(
+    run_dir: str | Path, config: RunConfig, *, kind: str, weights: str, tasks: int, steps: int | None = None
+) -> Path:
+    """Where :func:`meta.run.evaluate.evaluate_run` writes a result of ``kind``
+    (:data:`EVAL_KINDS`) with ``steps`` test-time inner steps (``None``: the run's)."""
+    if kind == "freezing":
+        procedure = ablation_tag("freezing", steps, config)
+    else:
+        freeze = "none" if kind == "adapt-all" else None
+        procedure = run_procedure(config, nil=kind == "nil", freeze=freeze, steps=steps).tag()
     return RunFolder(Path(run_dir)).eval_dir / f"test_{weights}_{tasks}tasks_{procedure}.json"
 
 
-def evaluate_job(config: Mapping[str, Any], run_dir: str, kind: str, weights: str, tasks: int, device: str) -> str:
+def evaluate_job(
+    config: Mapping[str, Any],
+    run_dir: str,
+    kind: str,
+    weights: str,
+    tasks: int,
+    device: str,
+    steps: int | None = None,
+) -> str:
     """One evaluation of a run on the fixed test tasks (skipped when its JSON exists); returns
     the JSON's path."""
     from meta.run.evaluate import evaluate_run
 
     c = from_mapping(config)
-    path = eval_path(run_dir, c, kind=kind, weights=weights, tasks=tasks)
+    path = eval_path(run_dir, c, kind=kind, weights=weights, tasks=tasks, steps=steps)
     if path.is_file():
         return str(path)
     result = evaluate_run(
@@ -81,7 +100,9 @@ def evaluate_job(config: Mapping[str, Any], run_dir: str, kind: str, weights: st
         tasks=tasks,
         weights=weights,
         nil=kind == "nil",
+        freeze="none" if kind == "adapt-all" else None,
         ablation="freezing" if kind == "freezing" else None,
+        steps=steps,
         device=device,
         data=load_split_once(c, "test"),
         progress=False,
@@ -91,9 +112,12 @@ def evaluate_job(config: Mapping[str, Any], run_dir: str, kind: str, weights: st
     return str(path)
 
 
-def snapshot_job(config: Mapping[str, Any], run_dir: str, out_dir: str, weights: str, tasks: int, device: str) -> str:
-    """An adaptation snapshot of a run on the first ``tasks`` fixed test tasks (skipped when its
-    manifest exists; an incomplete one is replaced); returns the snapshot folder."""
+def snapshot_job(
+    config: Mapping[str, Any], run_dir: str, out_dir: str, weights: str, tasks: int, queries: int, device: str
+) -> str:
+    """An adaptation snapshot of a run on the first ``tasks`` fixed test tasks with ``queries``
+    query examples per class (skipped when its manifest exists; an incomplete one is replaced);
+    returns the snapshot folder."""
     from meta.run.snapshot_writer import snapshot_run
 
     if not (Path(out_dir) / "manifest.json").is_file():
@@ -101,6 +125,7 @@ def snapshot_job(config: Mapping[str, Any], run_dir: str, out_dir: str, weights:
             run_dir,
             out_dir,
             tasks=tasks,
+            queries=queries,
             weights=weights,
             device=device,
             data=load_split_once(from_mapping(config), "test"),
@@ -111,14 +136,13 @@ def snapshot_job(config: Mapping[str, Any], run_dir: str, out_dir: str, weights:
 
 
 def adaptation_similarity_job(snapshot_dir: str, measures: Sequence[str]) -> list[dict[str, Any]]:
-    """Per task, layer and measure (``{"task", "layer", "measure", "value"}`` rows): similarity of
-    the layer before vs after the last inner step on the task's query set
-    (:func:`repsim.snapshot_report.report_snapshot`)."""
+    """Per task, inner step, layer and measure (``{"task", "step", "layer", "measure", "value"}``
+    rows): similarity of the layer before adaptation vs after each inner step on the task's query
+    set (:func:`repsim.snapshot_report.report_snapshot`)."""
     from repsim.snapshot_report import report_snapshot
 
     per_task, _ = report_snapshot(snapshot_dir, measures=list(measures), inputs="query", progress=False)
-    last = per_task[per_task["step"] == per_task["step"].max()]
-    return last[["task", "layer", "measure", "value"]].to_dict("records")
+    return per_task[["task", "step", "layer", "measure", "value"]].to_dict("records")
 
 
 def cross_similarity_job(
@@ -126,17 +150,19 @@ def cross_similarity_job(
     run_a: str,
     run_b: str,
     tasks: int,
+    queries: int,
     measures: Sequence[str],
     device: str,
+    layers: Sequence[str] = LAYERS,
 ) -> list[dict[str, Any]]:
     """Per task, layer and measure (``{"task", "layer", "measure", "value"}`` rows): similarity of
-    two runs' final models on the task's query set (one forward pass per task;
-    :func:`repsim.compare.compare_models`)."""
+    two runs' final models, ``layers`` each, on the task's query set of ``queries`` examples per
+    class (one forward pass per task; :func:`repsim.compare.compare_models`)."""
     from repsim.compare import compare_models
 
     c = from_mapping(config)
     model_a, model_b = (LoadedRun.open(r).model("final", device) for r in (run_a, run_b))
-    episodes = evaluation_tasks(c, load_split_once(c, "test"), tasks)
+    episodes = evaluation_tasks(c, load_split_once(c, "test"), tasks, queries)
     rows = []
     for t in range(tasks):
         x = episodes[t].query_x
@@ -144,7 +170,7 @@ def cross_similarity_job(
             model_a,
             model_b,
             x,
-            layers_a=list(LAYERS),
+            layers_a=list(layers),
             measures=list(measures),
             batch_size=len(x),
             device=device,

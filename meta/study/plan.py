@@ -1,7 +1,7 @@
 """A preset resolved for an output folder: the runs of the study (:class:`RunPlan`: MAML and
-ANIL for each seed, the body-training baselines of Table 5), where each run's files go
-(:class:`Plan`), and the estimated cost of a run or an evaluation (to start the longest jobs
-first).
+ANIL for each seed, the body-training baselines of Table 5, and MAML and ANIL on each conv4
+variant of the architecture study), where each run's files go (:class:`Plan`), and the estimated
+cost of a run or an evaluation (to start the longest jobs first).
 
 Imports: :mod:`meta.core.names`, :mod:`meta.data.registry`, :mod:`meta.run.config`,
 :mod:`meta.study.presets`.
@@ -17,7 +17,7 @@ from typing import Any
 from meta.core.names import BODY_BASELINES, FREEZING_ROWS, META_LEARNERS
 from meta.data.registry import ROOT_ENV
 from meta.run.config import RunConfig, from_mapping, resolve
-from meta.study.presets import Setting, StudyPreset
+from meta.study.presets import ARCHITECTURES, Setting, StudyPreset
 
 #: Data sets read from the user's files (the others are generated on the machine).
 EXTERNAL_DATA: tuple[str, ...] = tuple(ROOT_ENV)
@@ -33,10 +33,12 @@ class ReproductionError(ValueError):
 
 @dataclass(frozen=True)
 class RunPlan:
-    """One training run of the study: its setting and resolved configuration."""
+    """One training run of the study: its setting, resolved configuration and conv4 variant
+    (:data:`meta.study.presets.ARCHITECTURES`; ``"reference"`` for the paper's tables)."""
 
     setting: Setting
     config: RunConfig
+    architecture: str = "reference"
 
     @property
     def algorithm(self) -> str:
@@ -50,8 +52,10 @@ class RunPlan:
 
     @property
     def name(self) -> str:
-        """``<algorithm>_<dataset>_<ways>w<shots>s_seed<S>`` (the run folder's name)."""
-        return f"{self.algorithm}_{self.setting.label}_seed{self.seed}"
+        """``<algorithm>_<dataset>_<ways>w<shots>s_seed<S>`` (the run folder's name), with
+        ``-<variant>`` after the algorithm for the architecture study's variants."""
+        variant = "" if self.architecture == "reference" else f"-{self.architecture}"
+        return f"{self.algorithm}{variant}_{self.setting.label}_seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,12 @@ class Plan:
     runs: tuple[RunPlan, ...]
     device: str
 
-    def runs_of(self, setting: Setting, algorithm: str) -> list[RunPlan]:
-        """The runs of ``algorithm`` in ``setting`` (one per seed), in seed order."""
-        return [r for r in self.runs if r.setting == setting and r.algorithm == algorithm]
+    def runs_of(self, setting: Setting, algorithm: str, architecture: str = "reference") -> list[RunPlan]:
+        """The runs of ``algorithm`` in ``setting`` on conv4 variant ``architecture`` (one per
+        seed), in seed order."""
+        return [
+            r for r in self.runs if r.setting == setting and r.algorithm == algorithm and r.architecture == architecture
+        ]
 
     def run_dir(self, run: RunPlan) -> Path:
         """``out/runs/<run name>``."""
@@ -77,8 +84,22 @@ class Plan:
         return self.out / "snapshots" / f"{run.name}{suffix}"
 
     def meta_runs(self) -> list[RunPlan]:
-        """The MAML and ANIL runs."""
-        return [r for r in self.runs if r.algorithm in ("maml", "anil")]
+        """The MAML and ANIL runs of the paper's tables (the reference conv4)."""
+        return [r for r in self.runs if r.algorithm in ("maml", "anil") and r.architecture == "reference"]
+
+    @property
+    def study_setting(self) -> Setting | None:
+        """The setting of the architecture study (the preset's first), or ``None`` without one."""
+        return self.preset.settings[0] if self.preset.architectures else None
+
+    def architecture_runs(self, algorithm: str) -> list[tuple[str, RunPlan]]:
+        """``(variant, run)`` of the architecture study for ``algorithm``, the reference first:
+        the study seed's run of every variant (none without a study)."""
+        setting = self.study_setting
+        if setting is None:
+            return []
+        variants = ("reference", *self.preset.architectures)
+        return [(v, self.runs_of(setting, algorithm, v)[0]) for v in variants]
 
 
 def early_iterations(iterations: int, fractions: Sequence[float]) -> tuple[int, ...]:
@@ -96,13 +117,16 @@ def run_config(
     device: str,
     data_root: str | None = None,
     cache_dir: str | None = None,
+    architecture: str = "reference",
 ) -> RunConfig:
     """The resolved configuration of one run: the setting, then the preset's ``run``, the
-    setting's ``run`` and, for baselines, ``baseline_run``; ``None`` values from the paper
-    defaults (:func:`meta.run.config.resolve`). MAML runs keep their weights at the preset's
+    setting's ``run`` and, for baselines, ``baseline_run`` (for an architecture variant,
+    ``architecture_run`` and the variant's changes); ``None`` values from the paper defaults
+    (:func:`meta.run.config.resolve`). Reference MAML runs keep their weights at the preset's
     ``early_fractions`` of training; the random-features baseline trains for one (no-op)
     iteration."""
     baseline = algorithm not in META_LEARNERS
+    variant = {} if architecture == "reference" else {**preset.architecture_run, **ARCHITECTURES[architecture].run}
     values: dict[str, Any] = {
         "algorithm": algorithm,
         "dataset": setting.dataset,
@@ -112,6 +136,7 @@ def run_config(
         **preset.run,
         **setting.run,
         **(preset.baseline_run if baseline else {}),
+        **variant,
         "device": device,
         "data_root": data_root,
         "cache_dir": cache_dir,
@@ -121,7 +146,7 @@ def run_config(
     if algorithm == "random":
         values["iterations"] = 1
     config, _ = resolve(from_mapping(values))
-    if algorithm == "maml":
+    if algorithm == "maml" and architecture == "reference":
         config = config.replace(save_at=early_iterations(config.iterations, preset.early_fractions))
     return config
 
@@ -134,9 +159,10 @@ def make_plan(
     cache_dir: str | None = None,
     device: str | None = None,
 ) -> Plan:
-    """The plan of ``preset`` written to ``out``: MAML and ANIL for each seed and setting, and the
+    """The plan of ``preset`` written to ``out``: MAML and ANIL for each seed and setting, the
     baselines (:data:`meta.core.names.BODY_BASELINES`) for each baseline seed where the setting
-    has ``baselines``."""
+    has ``baselines``, and MAML and ANIL on each of the preset's ``architectures`` (first setting,
+    first seed)."""
     roots = dict(data_roots or {})
     device = device or preset.device
     runs = []
@@ -155,6 +181,23 @@ def make_plan(
                 cache_dir=cache_dir,
             )
             runs.append(RunPlan(setting, config))
+    first = preset.settings[0] if preset.settings else None
+    for architecture in preset.architectures if first is not None else ():
+        if architecture not in ARCHITECTURES or architecture == "reference":
+            known = [a for a in ARCHITECTURES if a != "reference"]
+            raise ReproductionError(f"unknown architecture {architecture!r} in the preset; known: {known}")
+        for algorithm in ("maml", "anil"):
+            config = run_config(
+                preset,
+                first,
+                algorithm,
+                preset.seeds[0],
+                device=device,
+                data_root=roots.get(first.dataset),
+                cache_dir=cache_dir,
+                architecture=architecture,
+            )
+            runs.append(RunPlan(first, config, architecture))
     return Plan(preset, Path(out), tuple(runs), device)
 
 
@@ -199,9 +242,10 @@ def training_cost(config: RunConfig) -> float:
     return config.iterations * config.meta_batch_size * per_task
 
 
-def evaluation_cost(config: RunConfig, kind: str, tasks: int) -> float:
+def evaluation_cost(config: RunConfig, kind: str, tasks: int, steps: int | None = None) -> float:
     """Relative duration of an evaluation: per task the query images plus the support images at
-    each test step (NIL: no steps), five times for the freezing ablation."""
-    steps = 0 if kind == "nil" else config.test_inner_steps
+    each test step (``steps``, default the run's; NIL: no steps), five times for the freezing
+    ablation."""
+    steps = 0 if kind == "nil" else (config.test_inner_steps if steps is None else steps)
     per_task = config.ways * (config.queries + config.shots * (1 + steps))
     return tasks * per_task * (len(FREEZING_ROWS) if kind == "freezing" else 1)

@@ -22,7 +22,7 @@ import pandas as pd
 from meta.core.names import BODY_BASELINES, FROZEN_LABELS, LAYERS, META_LEARNERS
 from repsim.io import write_csv
 
-#: Columns every CSV has: the few-shot setting.
+#: Columns every CSV has (but those of the meta-RL study, :data:`RL_NAMES`): the few-shot setting.
 SHARED: tuple[str, ...] = ("dataset", "ways", "shots")
 _ACCURACY = ("accuracy", "ci95", "std_seeds", "n_seeds", "n_tasks")
 _SIMILARITY = ("value", "ci95", "std_seeds", "n_tasks", "n_seeds")
@@ -35,7 +35,33 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "table5_body_regimes": ("regime", "test", *SHARED, *_ACCURACY),
     "figure2_adaptation_similarity": ("algorithm", "layer", "measure", *_SIMILARITY, *SHARED),
     "figure3_early_training": ("algorithm", "iteration", "kind", "layer", "measure", *_SIMILARITY, *SHARED),
+    # the paper's analyses beyond its main tables (meta.study.aggregate_analyses)
+    "figure5_learning_curves": ("algorithm", "seed", "iteration", "split", "accuracy", "loss", "wall_seconds", *SHARED),
+    "figure_weight_movement": ("algorithm", "architecture", "step", "layer", "quantity", *_SIMILARITY, *SHARED),
+    "figure_regime_similarity": ("regime_a", "regime_b", "layer", "measure", "value", "ci95", "n_tasks", *SHARED),
+    "table_test_time_heads": ("body", "procedure", "adapted", *SHARED, *_ACCURACY),
+    "table_speed": ("quantity", "maml_seconds", "anil_seconds", "speedup", "paper_speedup", "repeats", *SHARED),
+    # the architecture study: when does feature reuse hold?
+    "table_architecture_accuracy": ("architecture", "algorithm", "procedure", "frozen", "steps", *SHARED, *_ACCURACY),
+    "figure_architecture_similarity": ("architecture", "algorithm", "step", "layer", "measure", *_SIMILARITY, *SHARED),
+    # the meta-RL study (presets with ``rl`` only; meta.study.rl_study): no few-shot setting
+    "table2_rl": (
+        "env",
+        "algorithm",
+        "steps",
+        "return",
+        "ci95",
+        "std_seeds",
+        "n_seeds",
+        "n_tasks",
+        "horizon",
+        "iterations",
+    ),
+    "figure_rl_similarity": ("env", "algorithm", "layer", "measure", *_SIMILARITY, "steps"),
 }
+#: The CSVs of the meta-RL study: written only by presets with ``rl`` (the others never have them),
+#: and without the few-shot setting's columns.
+RL_NAMES: tuple[str, ...] = ("table2_rl", "figure_rl_similarity")
 #: The CSVs under ``tables/`` and under ``figures/``.
 TABLE_NAMES: tuple[str, ...] = tuple(name for name in COLUMNS if name.startswith("table"))
 FIGURE_NAMES: tuple[str, ...] = tuple(name for name in COLUMNS if name.startswith("figure"))
@@ -54,10 +80,38 @@ NUMERIC: frozenset[str] = frozenset(
         "std",
         "n_pairs",
         "pm",
+        "seed",
+        "loss",
+        "wall_seconds",
+        "step",
+        "steps",
+        "maml_seconds",
+        "anil_seconds",
+        "speedup",
+        "paper_speedup",
+        "repeats",
+        "return",
+        "horizon",
+        "iterations",
     }
 )
 #: Numeric columns that count things (shown as integers).
-COUNTS: frozenset[str] = frozenset({"ways", "shots", "iteration", "n_seeds", "n_tasks", "n_pairs"})
+COUNTS: frozenset[str] = frozenset(
+    {
+        "ways",
+        "shots",
+        "iteration",
+        "n_seeds",
+        "n_tasks",
+        "n_pairs",
+        "seed",
+        "step",
+        "steps",
+        "repeats",
+        "horizon",
+        "iterations",
+    }
+)
 #: Key columns that identify a row of an accuracy table beyond (dataset, ways, shots).
 ACCURACY_KEYS: dict[str, tuple[str, ...]] = {
     "table1_freezing": ("algorithm", "frozen"),
@@ -79,19 +133,33 @@ ORDER: dict[str, tuple[str, ...]] = {
     "method": ("maml", "anil", "nil"),
     "comparison": ("maml-maml", "anil-anil", "maml-anil"),
     "measure": SIMILARITY_MEASURES,
+    "regime_a": BODY_REGIMES,
+    "regime_b": BODY_REGIMES,
+    "body": META_LEARNERS,
 }
 #: Precedence of the columns rows are sorted by (settings first, then the paper's categories).
 _SORT_BY = (
     *SHARED,
+    "env",
     "comparison",
+    "architecture",
+    "body",
     "algorithm",
     "method",
     "regime",
+    "regime_a",
+    "regime_b",
     "test",
+    "procedure",
+    "quantity",
+    "seed",
+    "split",
     "iteration",
     "kind",
+    "steps",
     "measure",
     "frozen",
+    "step",
     "layer",
 )
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,14 +18,15 @@ from meta.cli import main as meta_main
 from meta.core.names import FROZEN_LABELS, LAYERS
 from meta.study import paper
 from meta.study.comparison import comparison_table
-from meta.study.figures import accuracy_figure, figure2_figure, figure3_figure
+from meta.study.figures import FIGURES, accuracy_figure, figure2_figure, figure3_figure
+from meta.study.figures_analyses import REPORT_FIGURES
 from meta.study.findings import FAILS, FINDINGS, HOLDS, NOT_MEASURED, Rules, check_findings
-from meta.study.report import load_preset, write_paper_outputs
+from meta.study.report import load_preset, studied_sections, write_paper_outputs
 from meta.study.schema import (
     ACCURACY_KEYS,
     BODY_REGIMES,
     COLUMNS,
-    FIGURE_NAMES,
+    RL_NAMES,
     TABLE_NAMES,
     MissingTableError,
     load_tables,
@@ -34,6 +34,8 @@ from meta.study.schema import (
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The tables of the paper (schema.TABLE_NAMES also holds tables of analyses beyond it).
+PAPER_TABLES = [name for name in TABLE_NAMES if name in paper.NAMES]
 OMNIGLOT = FakeSpec(dataset="omniglot", ways=20, shots=1, accuracy=94.25, seed=1)
 
 
@@ -85,7 +87,7 @@ def html_tags(written) -> _Tags:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", TABLE_NAMES)
+@pytest.mark.parametrize("name", PAPER_TABLES)
 def test_paper_tables_have_the_columns_of_our_csvs(name):
     frame = paper.paper_table(name)
     assert set(COLUMNS[name]) <= set(frame.columns)
@@ -128,9 +130,10 @@ def test_paper_labels_use_our_vocabulary():
 
 
 def test_the_paper_satisfies_the_rules_of_its_own_findings():
-    tables = {name: paper.paper_table(name) for name in ("table1_freezing", "table2_anil_vs_maml", "table4_nil")}
-    verdicts = {f.key: f.verdict for f in check_findings(tables)}
+    names = ("table1_freezing", "table2_anil_vs_maml", "table4_nil", "table5_body_regimes")
+    verdicts = {f.key: f.verdict for f in check_findings({name: paper.paper_table(name) for name in names})}
     assert verdicts["freezing"] == verdicts["anil_vs_maml"] == verdicts["nil_vs_anil"] == HOLDS
+    assert verdicts["body_regimes"] == HOLDS
     # The paper states only bounds for Figure 2 (no ci95, no per-layer values) and nothing for Figure 3.
     with pytest.raises(ValueError, match="figure2_adaptation_similarity: missing column"):
         check_findings({"figure2_adaptation_similarity": paper.paper_table("figure2_adaptation_similarity")})
@@ -169,8 +172,9 @@ def test_a_finding_fails_when_it_fails_in_one_setting_and_evidence_names_each_se
     specs = (FakeSpec(), dataclasses.replace(OMNIGLOT, freeze_drop=6.0))
     finding = {f.key: f for f in check_findings(fake_tables(specs))}["freezing"]
     assert finding.verdict == FAILS
-    assert [e.split(":")[0] for e in finding.evidence] == ["glyphs 5-way 1-shot", "omniglot 20-way 1-shot"]
-    assert "drop 6.00 points (> 3.0)" in finding.evidence[1] and "(≤ 3.0)" in finding.evidence[0]
+    assert [c.where for c in finding.evidence] == ["glyphs 5-way 1-shot", "omniglot 20-way 1-shot"]
+    assert [c.verdict for c in finding.evidence] == [HOLDS, FAILS]
+    assert finding.evidence[1].numbers["drop (points)"] == "6.00"
 
 
 @pytest.mark.parametrize(
@@ -187,7 +191,7 @@ def test_freezing_evidence_names_the_deepest_frozen_prefix_within_the_limit(accu
     table["accuracy"] = table["frozen"].map(dict(zip(FROZEN_LABELS, accuracies)))
     finding = {f.key: f for f in check_findings(tables)}["freezing"]
     assert finding.verdict == FAILS
-    assert finding.evidence[0].endswith(f"deepest frozen prefix within 3.0 points: {deepest}")
+    assert finding.evidence[0].numbers["deepest frozen prefix within 3.0 points"] == deepest
 
 
 def test_rules_are_parameters_and_are_printed():
@@ -200,15 +204,15 @@ def test_rules_are_parameters_and_are_printed():
 def test_similarity_verdict_uses_maml_only():
     tables = fake_tables((dataclasses.replace(FakeSpec(), body_similarity=0.5),))
     tables["figure2_adaptation_similarity"] = tables["figure2_adaptation_similarity"].query("algorithm == 'anil'")
-    finding = check_findings(tables)[0]
-    assert finding.key == "adaptation_similarity" and finding.verdict == NOT_MEASURED
-    assert "no MAML rows" in finding.evidence[0]
+    finding = {f.key: f for f in check_findings(tables)}["adaptation_similarity"]
+    assert finding.verdict == NOT_MEASURED
+    assert finding.evidence[0].why == "figures/figure2_adaptation_similarity.csv has no MAML rows"
 
 
 def test_missing_tables_are_not_measured():
     findings = check_findings({})
     assert [f.verdict for f in findings] == [NOT_MEASURED] * len(FINDINGS)
-    assert all(f.evidence for f in findings)
+    assert all(f.evidence and f.evidence[0].why.startswith("this folder has no ") for f in findings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +227,7 @@ def _markdown_rows(text: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split("|")] for line in first.splitlines()[2:]]
 
 
-@pytest.mark.parametrize("name", TABLE_NAMES)
+@pytest.mark.parametrize("name", PAPER_TABLES)
 def test_markdown_tables_hold_every_row(written, name):
     csv = pd.read_csv(written / "tables" / f"{name}.csv", keep_default_na=False)
     text = (written / "tables" / f"{name}.md").read_text(encoding="utf-8")
@@ -255,10 +259,12 @@ def test_report_is_one_self_contained_file(written, html_tags):
     text = (written / "report.html").read_text(encoding="utf-8")
     sources = [attrs["src"] for _, attrs in html_tags.tags if "src" in attrs]
     links = [attrs["href"] for _, attrs in html_tags.tags if "href" in attrs]
-    assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert links and all(link.startswith("#") for link in links)
+    few_shot = [name for name in REPORT_FIGURES if name not in RL_NAMES]  # the fake folder has no RL study
+    assert len(sources) == len(few_shot) and all(s.startswith("data:image/png;base64,") for s in sources)
+    inside = [link for link in links if link.startswith("#")]
+    assert inside and set(links) - set(inside) == {"preset.json"}  # the one file of the folder it links to
     ids = {attrs["id"] for _, attrs in html_tags.tags if "id" in attrs}
-    assert {link[1:] for link in links} <= ids
+    assert {link[1:] for link in inside} <= ids
     assert not [tag for tag, _ in html_tags.tags if tag in ("link", "script", "iframe", "object")]
     assert 'src="http' not in text and "url(" not in text and "@import" not in text
     for source in sources:
@@ -266,64 +272,59 @@ def test_report_is_one_self_contained_file(written, html_tags):
 
 
 def test_report_puts_our_number_beside_the_papers_for_a_matching_cell(html_tags):
-    maml = [
-        row
-        for row in html_tags.rows
-        if row.startswith("maml | omniglot 20-way 1-shot | 94.25 ±") and "93.70 ± 0.70" in row
-    ]
-    assert len(maml) == 2  # Table 2 (algorithm) and Table 4 (method)
-    assert all(row.endswith("| 93.70 ± 0.70 | same setting | +0.55") for row in maml)
+    maml = [row for row in html_tags.rows if row.startswith("MAML | omniglot 20-way 1-shot | 94.25 ±")]
+    assert len(maml) == 2  # Table 2 (algorithm) and Table 4 (test procedure)
+    assert all(row.endswith("| 93.7 ± 0.7 | +0.55") for row in maml)
 
 
-def test_report_marks_omniglot_as_a_reference_for_glyphs(html_tags):
-    rows = [row for row in html_tags.rows if row.startswith("anil | glyphs 5-way 1-shot")]
-    assert len(rows) == 2  # Table 2 (algorithm) and Table 4 (method)
+def test_report_marks_omniglot_as_a_reference_for_glyphs(written, html_tags):
+    rows = [row for row in html_tags.rows if row.startswith("ANIL | glyphs 5-way 1-shot") and "96.2" in row]
+    assert len(rows) == 2  # Table 2 (algorithm) and Table 4 (test procedure)
     for row in rows:
-        assert "96.20 ± 0.50" in row and "a different data set (ours: glyphs)" in row
-        assert not re.search(r"\| [+-]\d+\.\d\d$", row)  # no difference against another data set
+        assert row.endswith("| 96.2 ± 0.5")  # no difference against another data set
+    text = (written / "report.html").read_text(encoding="utf-8")
+    sentence = (
+        "glyphs 5-way 1-shot: beside the paper&#x27;s Omniglot 20-way 1-shot, a different data set: a reference only."
+    )
+    assert text.count(sentence) == 2
 
 
 def test_report_shows_the_preset_and_the_verdicts(html_tags):
-    assert any(row.startswith("stages.evaluate.tasks | 100") for row in html_tags.rows)
-    verdict_rows = [
-        row
-        for row in html_tags.rows
-        if row.split(" | ")[0] in ("Figure 2", "Table 1", "Table 2", "Table 4", "Figure 3")
-    ]
-    assert len(verdict_rows) == 5 and all(" | holds | " in row for row in verdict_rows)
+    assert "meta-training iterations | 300 | 300" in html_tags.rows  # one column per setting
+    assert "seeds of MAML and ANIL | 0, 1 | 0, 1" in html_tags.rows
+    verdict_rows = [row for row in html_tags.rows if row.split(" | ")[0] in [f.source for f in check_findings({})]]
+    assert len(verdict_rows) == len(FINDINGS) and all(row.endswith(" | holds") for row in verdict_rows)
 
 
 def test_report_says_plainly_when_a_finding_does_not_hold(tmp_path):
     spec = dataclasses.replace(FakeSpec(), freeze_drop=7.5)
     out = write_fake_reproduction(tmp_path, (spec,), omit=["figure2_adaptation_similarity", "figure3_early_training"])
     tags = _parse(write_paper_outputs(out).read_text(encoding="utf-8"))
-    row = next(row for row in tags.rows if row.startswith("Table 1 |"))
-    assert (
-        " | does not hold | " in row
-        and "drop 7.50 points (> 3.0)" in row
-        and "≥ accuracy with none frozen − 3.0" in row
-    )
+    assert next(row for row in tags.rows if row.startswith("Table 1 |")).endswith(" | does not hold")
+    assert next(row for row in tags.rows if "| 7.50 |" in row).startswith("92.00 | 84.50 | 7.50 | conv1")
+    text = (out / "report.html").read_text(encoding="utf-8")
+    assert "MAML&#x27;s accuracy with conv1-4 frozen at test time at most 3.0 points below" in text
 
 
 def test_missing_csvs_and_preset_give_not_measured_sections(tmp_path):
     omitted = ["table1_freezing", "figure3_early_training"]
     out = write_fake_reproduction(tmp_path, omit=omitted, preset=False)
     text = write_paper_outputs(out).read_text(encoding="utf-8")
-    assert "Not measured: no tables/table1_freezing.csv" in text
-    assert "Not measured: no figures/figure3_early_training.csv" in text
-    assert "preset.json not found" in text
+    assert "Not measured: this folder has no tables/table1_freezing.csv, so there are no numbers of ours" in text
+    assert "Not measured: this folder has no figures/figure3_early_training.csv" in text
+    assert "This folder has no preset.json, so the settings of this reproduction are unknown." in text
     assert not (out / "tables" / "table1_freezing.md").exists()
     assert not (out / "figures" / "figure3_early_training.png").exists()
     assert (out / "figures" / "figure2_adaptation_similarity.png").read_bytes().startswith(PNG_SIGNATURE)
     verdicts = {row.split(" | ")[0]: row for row in _parse(text).rows}
-    assert " | not measured | " in verdicts["Table 1"] and " | not measured | " in verdicts["Figure 3"]
+    assert verdicts["Table 1"].endswith(" | not measured") and verdicts["Figure 3"].endswith(" | not measured")
     with pytest.raises(MissingTableError, match="table1_freezing was not measured"):
         comparison_table("table1_freezing", load_tables(out))
 
 
 def test_an_empty_folder_gives_a_report_of_nothing_measured(tmp_path):
     text = write_paper_outputs(tmp_path).read_text(encoding="utf-8")
-    assert text.count("Not measured") == len(COLUMNS) and "CSVs found: none" in text
+    assert text.count("Not measured") == len(studied_sections(None)) and ": 0 of the " in text
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary files left
 
 
@@ -350,7 +351,7 @@ def test_command_line_writes_and_prints_the_verdicts(tmp_path, capsys):
     out = write_fake_reproduction(tmp_path / "reproduction")
     assert meta_main(["report", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("[holds]") == 5 and "report.html" in printed
+    assert printed.count("[holds]") == len(FINDINGS) and "report.html" in printed
     assert (out / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert meta_main(["report", str(tmp_path / "nowhere")]) == 2
     assert "meta report: error: reproduction folder" in capsys.readouterr().err
@@ -366,7 +367,9 @@ def test_table3_comparison_averages_the_body_layers(written):
     ours = tables["table3_cross_model_similarity"]
     shown = comparison_table("table3_cross_model_similarity", tables)
     row = shown[
-        (shown["comparison"] == "maml-anil") & (shown["measure"] == "cka") & (shown["setting"] == "glyphs 5-way 1-shot")
+        (shown["models compared"] == "MAML-ANIL")
+        & (shown["measure"] == "linear CKA")
+        & (shown["setting"] == "glyphs 5-way 1-shot")
     ].iloc[0]
     body = ours[
         (ours["comparison"] == "maml-anil")
@@ -374,12 +377,12 @@ def test_table3_comparison_averages_the_body_layers(written):
         & (ours["dataset"] == "glyphs")
         & ours["layer"].str.startswith("conv")
     ]
-    assert row["ours (mean over body layers)"] == f"{body['value'].mean():.3f} (4 layers)"
-    assert row["paper (body average)"] == "0.83"
+    assert row["ours (mean over conv1-4)"] == f"{body['value'].mean():.3f}"
+    assert row["paper (mean over the body)"] == "0.83"
 
 
 def test_figures_are_written_and_not_empty(written):
-    for name in FIGURE_NAMES:
+    for name in FIGURES:
         data = (written / "figures" / f"{name}.png").read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
 
@@ -388,7 +391,7 @@ def test_figure2_bars_are_the_csv_values():
     frame = fake_tables()["figure2_adaptation_similarity"]
     fig = figure2_figure(frame)
     axes = fig.get_axes()
-    assert len(axes) == 2 and [ax.get_title().split(",")[0] for ax in axes] == ["CCA", "CKA"]
+    assert [ax.get_ylabel().split("\n")[0] for ax in axes] == ["mean CCA (all coefficients)", "linear CKA"]
     heights = [patch.get_height() for patch in axes[0].patches]
     expected = [
         frame.query("measure == 'cca' and algorithm == @alg and layer == @layer")["value"].item()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from run_outputs import assert_same_csv
 
 import meta.run.train
 from meta.cli import main as meta_main
@@ -25,7 +26,7 @@ from meta.study.jobs import load_split_once
 from meta.study.pipeline import plan_summary, reproduce
 from meta.study.plan import ReproductionError, early_iterations, make_plan
 from meta.study.presets import TINY, get_study_preset
-from meta.study.schema import csv_path
+from meta.study.schema import COLUMNS, RL_NAMES, csv_path
 from meta.study.stages import STAGES
 from repsim.snapshot_report import report_snapshot
 
@@ -69,8 +70,14 @@ def eval_json(out: Path, run: str, procedure: str, weights: str = "final", tasks
 
 def test_every_documented_file_is_written_with_its_columns(tiny):
     layout = documented_layout()
-    assert len(layout) == 7, layout
+    assert set(layout) == {str(csv_path(Path(), name)) for name in COLUMNS}, (
+        "docs/formats.md and meta.study.schema disagree"
+    )
+    rl_only = {str(csv_path(Path(), name)) for name in RL_NAMES}  # tests/meta/study/test_reproduce_rl.py
+    assert not any((tiny / path).exists() for path in rl_only)
     for path, columns in layout.items():
+        if path in rl_only:
+            continue
         frame = pd.read_csv(tiny / path)
         assert list(frame.columns) == columns, path
         assert len(frame) > 0, path
@@ -90,6 +97,7 @@ def test_every_documented_file_is_written_with_its_columns(tiny):
         "anil_synthetic_3w1s_seed0",
         "anil_synthetic_3w1s_seed1",
         *(f"maml_synthetic_3w1s_seed{s}_iter{i:06d}" for s in (0, 1) for i in (5, 10)),
+        *(f"{a}-{v}_synthetic_3w1s_seed0" for a in ("maml", "anil") for v in TINY.architectures),
     }
     for name in snapshots:
         manifest = json.loads((tiny / "snapshots" / name / "manifest.json").read_text())
@@ -187,7 +195,9 @@ def test_table3_is_the_mean_over_tasks_of_compare_models(tiny):
 
     runs = [LoadedRun.open(tiny / "runs" / f"maml_synthetic_3w1s_seed{s}") for s in (0, 1)]
     models = [r.model("final") for r in runs]
-    tasks = evaluation_tasks(runs[0].config, load_split_once(runs[0].config, "test"), TINY.similarity_tasks)
+    tasks = evaluation_tasks(
+        runs[0].config, load_split_once(runs[0].config, "test"), TINY.similarity_tasks, TINY.analysis_queries
+    )
     values = [
         compare_models(*models, tasks[t].query_x, layers_a=list(LAYERS), measures=["cka"], progress=False).set_index(
             "layer_a"
@@ -248,6 +258,8 @@ def expected_runs(preset) -> set[str]:
         names |= {f"{a}_{s.label}_seed{seed}" for a in ("maml", "anil") for seed in preset.seeds}
         if s.baselines:
             names |= {f"{a}_{s.label}_seed{seed}" for a in BODY_BASELINES for seed in preset.baseline_seeds}
+    first = preset.settings[0]
+    names |= {f"{a}-{v}_{first.label}_seed{preset.seeds[0]}" for a in ("maml", "anil") for v in preset.architectures}
     return names
 
 
@@ -259,16 +271,20 @@ def test_plans_of_the_presets(name, tmp_path):
     assert list(summary["stages"]) == list(STAGES)
     assert set(summary["runs"]) == expected_runs(preset)
     assert summary["stages"]["train"] == summary["runs"]
-    maml = [r for r in plan.runs if r.algorithm == "maml"]
-    meta_runs = [r for r in plan.runs if r.algorithm in ("maml", "anil")]
+    maml = [r for r in plan.runs if r.algorithm == "maml" and r.architecture == "reference"]
+    meta_runs = [r for r in plan.runs if r.algorithm in ("maml", "anil")]  # the study's variants too
     assert len(summary["stages"]["snapshots"]) == len(meta_runs) + sum(len(r.config.save_at) for r in maml)
+    assert all(not r.config.save_at for r in plan.runs if r.architecture != "reference")
     for run in maml:
         assert run.config.save_at == early_iterations(run.config.iterations, preset.early_fractions)
         assert len(run.config.save_at) == len(preset.early_fractions)
     for run in plan.runs:
         assert run.config.data_root == {"omniglot": "/data/o", "miniimagenet": "/data/m"}.get(run.setting.dataset)
     n_pairs = sum(len(model_pairs(plan, s)) for s in preset.settings)
-    assert len(summary["stages"]["cross_model_similarity"]) == n_pairs
+    n_regimes = 2 + len(BODY_BASELINES)
+    n_regime_pairs = sum(n_regimes * (n_regimes - 1) // 2 for s in preset.settings if s.baselines)
+    assert len(summary["stages"]["cross_model_similarity"]) == n_pairs + n_regime_pairs
+    assert summary["stages"]["speed"] == ["speed"]
     assert not (tmp_path / name).exists()
 
 
@@ -388,4 +404,5 @@ def test_worker_processes_give_the_same_results(tiny, tmp_path):
     out = tmp_path / "parallel"
     reproduce(TINY, out, jobs=2, progress=False, echo=lambda _: None)
     for path in documented_layout():
-        assert (out / path).read_bytes() == (tiny / path).read_bytes(), path
+        if Path(path).stem not in RL_NAMES:  # written by RL presets only
+            assert_same_csv(out / path, tiny / path)
