@@ -4,8 +4,8 @@ tcp://HOST:PORT`` (:class:`DaskCluster`; the optional ``cluster`` extra installs
 
 The jobs reach the workers through Dask's standard executor (``Client(address).get_executor()``,
 a :class:`concurrent.futures.Executor`): the same jobs as the local process pool, and the same
-files, byte for byte. The scheduler runs again, on another worker, the job of a worker that
-died; the jobs are idempotent and write atomically, so that is all a lost worker costs. A lab
+files (byte for byte, wall-clock columns aside). The scheduler runs again, on another worker,
+the job of a worker that died; the jobs are idempotent and write atomically, so that is all a lost worker costs. A lab
 starts the scheduler and workers its own way: by hand (``dask scheduler``, ``dask worker
 ADDRESS``), or on Slurm or PBS through dask-jobqueue (``SLURMCluster(...).scale(jobs=N)``, then
 ``--scheduler`` its ``scheduler_address``; docs/cluster.md).
