@@ -38,6 +38,7 @@ from PIL import Image
 from meta.data.cache import DatasetError
 from meta.data.episodes import Episode
 from meta.data.miniimagenet import decode_image as decode_rgb
+from meta.data.miniimagenet import read_resized
 from meta.data.omniglot import decode_image as decode_ink
 
 __all__ = ["COLUMNS", "ROLES", "EpisodeFile", "EpisodeFileError", "decode_for", "read_episode_file"]
@@ -112,14 +113,7 @@ def decode_for(dataset: str) -> Callable[[Path, int], np.ndarray]:
 
 def _decode_generated(path: Path, image_size: int) -> np.ndarray:
     """Greyscale, dark ink made high (``255 - v``), box-filtered to ``S x S``: uint8 ``(1, S, S)``."""
-    try:
-        with Image.open(path) as image:
-            grey = image.convert("L")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise DatasetError(f"{path}: not a readable image ({error})") from error
-    if grey.size != (image_size, image_size):
-        grey = grey.resize((image_size, image_size), resample=Image.Resampling.BOX)
-    return (255 - np.asarray(grey))[None]
+    return (255 - read_resized(path, "L", image_size, Image.Resampling.BOX))[None]
 
 
 def read_episode_file(path: str | Path, *, dataset: str, image_size: int, channels: int) -> EpisodeFile:

@@ -153,16 +153,23 @@ def image_paths(images_dir: Path, classes: dict[str, list[str]]) -> dict[str, li
     return located
 
 
-def decode_image(path: Path, image_size: int) -> np.ndarray:
-    """One image file -> uint8 ``(3, S, S)`` RGB; resized with LANCZOS unless already ``S x S``."""
+def read_resized(path: Path, mode: str, image_size: int, resample: Image.Resampling) -> np.ndarray:
+    """One image file converted to ``mode`` (``"L"`` or ``"RGB"``) and resized to ``S x S`` with
+    ``resample`` unless already that size: uint8 ``(S, S)`` or ``(S, S, 3)`` (``DatasetError``
+    naming a file that is not a readable image)."""
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB")
+            converted = image.convert(mode)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise DatasetError(f"{path}: not a readable image ({error})") from error
-    if rgb.size != (image_size, image_size):
-        rgb = rgb.resize((image_size, image_size), resample=Image.Resampling.LANCZOS)
-    return np.asarray(rgb).transpose(2, 0, 1)
+    if converted.size != (image_size, image_size):
+        converted = converted.resize((image_size, image_size), resample=resample)
+    return np.asarray(converted)
+
+
+def decode_image(path: Path, image_size: int) -> np.ndarray:
+    """One image file -> uint8 ``(3, S, S)`` RGB; resized with LANCZOS unless already ``S x S``."""
+    return read_resized(path, "RGB", image_size, Image.Resampling.LANCZOS).transpose(2, 0, 1)
 
 
 def _decode_csv_split(

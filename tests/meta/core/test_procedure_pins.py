@@ -13,6 +13,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_split import cbfinn_maml_split
 
 from meta.core.models import conv4
 from meta.core.nil import nil_accuracy
@@ -142,14 +143,7 @@ def test_omniglot_maml_split_from_the_1623_character_names():
         for i in range(1, n + 1)
     ]
     assert len(names) == len(set(names)) == 1623
-    folders = sorted(names, key=lambda name: tuple(name.split("/")))
-    state = random.getstate()
-    try:
-        random.seed(1)
-        random.shuffle(folders)
-    finally:
-        random.setstate(state)
-    expected = {"train": folders[:1100], "val": folders[1100:1200], "test": folders[1200:]}
+    expected = cbfinn_maml_split(names)
     shuffled = random.Random(2).sample(names, len(names))  # the input order must not matter
     for split, chosen in expected.items():
         assert _chosen_characters("maml", split, shuffled) == chosen

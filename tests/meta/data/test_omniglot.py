@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import random
 import zipfile
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import OMNIGLOT_DIR
 from PIL import Image
+from reference_split import cbfinn_maml_split
 
 from meta.data import DatasetError, cache_root, load_split, omniglot
 from meta.data.omniglot import (
@@ -478,14 +478,7 @@ def test_real_maml_split(omniglot_dir: Path, real_cache: Path, real_parts) -> No
     }
     # The original procedure, with the global random module as cbfinn/maml calls it.
     characters = [c for part in real_parts.values() for c in part.characters]
-    folders = sorted(characters, key=lambda name: tuple(name.split("/")))
-    state = random.getstate()
-    try:
-        random.seed(1)
-        random.shuffle(folders)
-    finally:
-        random.setstate(state)
-    expected = {"train": folders[:1100], "val": folders[1100:1200], "test": folders[1200:]}
+    expected = cbfinn_maml_split(characters)
     assert maml_character_split(characters) == expected
     by_name = {n: img for part in real_parts.values() for n, img in zip(part.characters, part.images)}
     for s, split in splits.items():
