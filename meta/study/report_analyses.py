@@ -27,7 +27,7 @@ from meta.study.findings_architecture import architecture_verdicts, rule_text, v
 from meta.study.labels import interval_text, label, measure_label
 from meta.study.report_blocks import Block, Bullets, Details, Table, Text
 from meta.study.report_sections import Context, Section, figure_blocks, pivot
-from meta.study.rl_report import rl_similarity_blocks, rl_table_blocks
+from meta.study.rl_report import rl_similarity_reading, rl_table_blocks
 from meta.study.schema import by_setting, ordered, setting_label
 from meta.study.verdicts import RULES
 
@@ -309,6 +309,12 @@ ANALYSIS_SECTIONS: tuple[Section, ...] = (
     ),
 )
 
+
+def _rl_similarity_blocks(frame: pd.DataFrame, context: Context) -> list[Block]:
+    """The RL similarity figure (drawn with the report's other figures) and its reading."""
+    return [*figure_blocks("figure_rl_similarity", frame, context), Text(rl_similarity_reading(frame))]
+
+
 #: The meta-RL study's sections (presets with ``rl``): the paper's Table 2 RL columns beside ours,
 #: with a verdict per environment, and the policy's layers before vs after adaptation.
 RL_SECTIONS: tuple[Section, ...] = (
@@ -317,6 +323,6 @@ RL_SECTIONS: tuple[Section, ...] = (
         "figure_rl_similarity",
         "RL similarity",
         "The policy's layers before vs after adaptation (meta-RL)",
-        rl_similarity_blocks,
+        _rl_similarity_blocks,
     ),
 )

@@ -1,7 +1,7 @@
 """The meta-RL results for reading: Table 2's RL columns, ours beside the paper's with a verdict
 per environment (``tables/table2_rl.md``), and the per-layer similarity of the policy before vs
 after adaptation (``figures/figure_rl_similarity.png``); the same as blocks of ``report.html``
-(:func:`rl_table_blocks`, :func:`rl_similarity_blocks`).
+(:func:`rl_table_blocks`, :func:`rl_similarity_reading`).
 
 The verdict (:func:`rl_verdict`): ANIL matches MAML in an environment when::
 
@@ -12,7 +12,7 @@ tasks (``ci95``, mean over seeds), for the paper's its ``±`` (the standard devi
 seeds). Otherwise ANIL is above or below MAML. Returns are compared within a code base only:
 environments, horizons and reward scales differ between implementations.
 
-Imports: :mod:`meta.study` (paper, report_blocks; figures inside :func:`rl_similarity_blocks`) and
+Imports: :mod:`meta.study` (paper, report_blocks) and
 :mod:`repsim.io`.
 """
 
@@ -27,7 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from meta.study import paper
-from meta.study.report_blocks import Picture, Table, Text
+from meta.study.report_blocks import Table
 from repsim.io import markdown_table
 
 #: Our environment names -> the paper's (Table 2).
@@ -198,22 +198,9 @@ def rl_table_blocks(frame: pd.DataFrame, context: Any = None, *, steps: int = DE
     return [Table(comparison, " ".join(rl_table_caption(steps)))]
 
 
-def rl_similarity_blocks(frame: pd.DataFrame, context: Any = None) -> Sequence[Any]:
-    """The RL similarity figure's section content: the PNG (from ``context.figures`` when drawn
-    there, else drawn now) with its caption, and the feature-reuse reading in a sentence."""
-    figures = getattr(context, "figures", {}) or {}
-    png = figures.get("figure_rl_similarity")
-    if png is None:
-        from meta.study.figures import figure_png
-
-        png = figure_png(rl_similarity_figure(frame))
-    head = frame[(frame["layer"] == "head")]
-    body = frame[frame["layer"].isin(("fc1", "fc2"))]
-    reading = (
-        f"Mean similarity over environments, algorithms and measures: hidden layers {body['value'].mean():.3f},"
-        f" head {head['value'].mean():.3f}."
-    )
-    return [
-        Picture(png, "per-layer similarity of the policy before vs after adaptation", rl_similarity_caption()),
-        Text(reading),
-    ]
+def rl_similarity_reading(frame: pd.DataFrame) -> str:
+    """The feature-reuse reading of the RL similarity in a sentence: the mean of ``value`` over
+    environments, algorithms and measures, for the hidden layers (fc1, fc2) and for the head."""
+    hidden = frame.loc[frame["layer"].isin(("fc1", "fc2")), "value"].mean()
+    head = frame.loc[frame["layer"] == "head", "value"].mean()
+    return f"Mean similarity over environments, algorithms and measures: hidden layers {hidden:.3f}, head {head:.3f}."
