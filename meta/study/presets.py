@@ -10,10 +10,11 @@ and :mod:`meta.study.pipeline` runs their stages. Settings a preset leaves out (
   on a 2-core CPU (the README's first command). Smaller than the paper on purpose: 32 filters
   instead of 64, 5 queries per class instead of 15, a meta-batch of 8, about a thousand
   iterations. Fewer than 600 evaluation tasks where that is stated in ``notes``.
-- ``omniglot``: the real Omniglot (MAML split), 5-way and 20-way, 1-shot and 5-shot, the paper's
-  network and inner loops, budgets sized for one CPU machine (hours; see its description).
+- ``omniglot``: the real Omniglot (MAML split), 5-way and 20-way 1-shot and 5-way 5-shot, the
+  paper's network and inner loops, budgets sized for one CPU machine (about 2 hours with
+  ``--jobs 2``; see its description).
 - ``paper``: the paper's settings for a GPU: Omniglot 5/20-way and miniImageNet 5-way, 1 and 5
-  shots, the paper's iterations (MAML: 40000 Omniglot, 60000 miniImageNet), 600 test tasks,
+  shots, the reference's 60000 iterations, 600 test tasks,
   3 seeds.
 - ``tiny``: a smoke test on the ``synthetic`` data set (seconds; the numbers mean nothing).
 - ``rl``, ``paper-rl``, ``tiny-rl``: the meta-RL study alone (no few-shot setting; ``rl``,
@@ -210,7 +211,7 @@ QUICK = StudyPreset(
     head_steps_factor=4,
     notes=(
         "Scaled down for a 2-core CPU: 32 filters (paper: 64), 5 queries per class (the reference: K for"
-        " Omniglot), meta-batch 8 (paper: 32), 800 iterations (paper: 40000).",
+        " Omniglot), meta-batch 8 (paper: 32), 800 iterations (paper: 60000).",
         "Architecture study: the three conv4 variants are trained for 200 iterations of meta-batch 4 (MAML and"
         " ANIL, seed 0) and tested on 50 tasks; the reference conv4 is the main runs' (800 iterations).",
         "Table 5's baselines are trained for 500 iterations; accuracies use 300 test tasks, similarities 5 test tasks.",
@@ -227,49 +228,53 @@ QUICK = StudyPreset(
 
 OMNIGLOT = StudyPreset(
     name="omniglot",
-    summary="real Omniglot, 5/20-way, 1/5-shot, 1 seed, 1500-4000 iterations: hours on 2 CPU cores (needs --data-root)",
+    summary="real Omniglot, 5/20-way 1-shot and 5-way 5-shot, 1 seed, 600-1200 iterations: about 2 hours on 2 CPU"
+    " cores (needs --data-root)",
     description=(
         "Real Omniglot (MAML protocol of meta.data.omniglot: 4400/400/1692 rotated-character classes),"
-        " 5-way and 20-way, 1-shot and 5-shot, the paper's network and inner loops, one seed, shortened"
-        " training: about 7 CPU-hours of training (the architecture study's six runs included; per-iteration"
-        " costs measured on a 2-core CPU) and 1-2 of evaluation, so 5-6 hours with --jobs 2. Needs"
-        " --data-root DIR with images_background.zip and images_evaluation.zip."
+        " 5-way and 20-way 1-shot and 5-way 5-shot, the paper's network and inner loops, one seed, shortened"
+        " training: about 2.6 CPU-hours of training (the architecture study's six runs included; measured"
+        " one-thread costs per iteration on a 2-core CPU: MAML 0.86 s at 5-way 1-shot, 1.6 s at 5-way 5-shot,"
+        " 1.7 s at 20-way 1-shot with meta-batch 8; ANIL about 0.4x MAML) and under one of evaluation,"
+        " so about 2 hours with --jobs 2. Needs --data-root DIR with images_background.zip and"
+        " images_evaluation.zip."
     ),
     settings=(
-        Setting("omniglot", 5, 1, {"iterations": 4000}),
-        Setting("omniglot", 5, 5, {"iterations": 3000}, baselines=False),
-        Setting("omniglot", 20, 1, {"iterations": 2000, "meta_batch_size": 8}),
-        Setting("omniglot", 20, 5, {"iterations": 1500, "meta_batch_size": 8}, baselines=False),
+        Setting("omniglot", 5, 1, {"iterations": 1200}),
+        Setting("omniglot", 5, 5, {"iterations": 600}, baselines=False),
+        Setting("omniglot", 20, 1, {"iterations": 1200, "meta_batch_size": 8}),
     ),
     seeds=(0,),
     baseline_seeds=(0,),
-    run={**_BOOKKEEPING, "val_every": 500},
+    run={**_BOOKKEEPING, "val_every": 400},
     eval_tasks=600,
     snapshot_tasks=20,
     similarity_tasks=20,
-    early_eval_tasks=300,
+    early_eval_tasks=200,
     architectures=("glorot-head", "zero-head", "miniimagenet-conv4"),
-    architecture_run={"iterations": 2000},
-    architecture_tasks=300,
+    architecture_run={"iterations": 600},
+    architecture_tasks=200,
     notes=(
-        "Training is shortened for one CPU machine (paper: 40000 iterations); 20-way settings use"
-        " meta-batch 8 (paper: 16).",
-        "Architecture study in the 5-way 1-shot setting: the three conv4 variants are trained for 2000"
-        " iterations (MAML and ANIL, seed 0) and tested on 300 tasks; the reference conv4 is the main runs'.",
+        "Training is shortened for one CPU machine (paper: 60000 iterations, the reference's): 1200"
+        " iterations at 1-shot, 600 at 5-way 5-shot; 20-way uses meta-batch 8 (paper: 16). 20-way"
+        " 5-shot is left out (its MAML costs 3.5 s per iteration here).",
+        "Architecture study in the 5-way 1-shot setting: the three conv4 variants are trained for 600"
+        " iterations (MAML and ANIL, seed 0) and tested on 200 tasks; the reference conv4 is the main"
+        " runs' (1200 iterations).",
         "Table 5's baselines are trained in the 1-shot settings only.",
-        "Figure 3's freezing accuracies use 300 test tasks per checkpoint (Tables 1, 2, 4, 5: 600).",
+        "Figure 3's freezing accuracies use 200 test tasks per checkpoint (Tables 1, 2, 4, 5: 600).",
         "One seed: Table 3 has no MAML-MAML / ANIL-ANIL reference and std_seeds is empty.",
     ),
 )
 
 PAPER = StudyPreset(
     name="paper",
-    summary="the paper's settings (Omniglot and miniImageNet, 3 seeds, 40000-60000 iterations): days of"
+    summary="the paper's settings (Omniglot and miniImageNet, 3 seeds, 60000 iterations): days of"
     " GPU time (needs --data-root for both)",
     description=(
         "The paper's settings on a GPU: Omniglot 5-way and 20-way and miniImageNet 5-way, 1-shot and"
-        " 5-shot, the paper's hyperparameters and iterations (MAML: 40000 on Omniglot, 60000 on"
-        " miniImageNet), 3 seeds, 600 test tasks. Days of GPU time; not meant for a CPU. Needs"
+        " 5-shot, the paper's hyperparameters and the reference's 60000 iterations, 3 seeds, 600 test tasks."
+        " Days of GPU time; not meant for a CPU. Needs"
         " --data-root omniglot=DIR and --data-root miniimagenet=DIR (or $OMNIGLOT_DIR, $MINIIMAGENET_DIR)."
     ),
     settings=(
