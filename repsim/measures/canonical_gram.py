@@ -31,7 +31,7 @@ The streaming accumulators have only the co-moments. Where the Cholesky route is
 take it (same bound); elsewhere they whiten each side by the eigendecomposition of its co-moment
 matrix with rank truncation (``route="eigh"``), whose error bound ``max(n, d) u k^2`` they report.
 
-Imports: :mod:`repsim.measures.canonical_bases` only.
+Imports: :mod:`repsim.measures.canonical_bases` and :mod:`repsim.measures.kept_directions` only.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from repsim.measures.canonical_bases import SideBasis, default_rtol, side_from_spectrum
+from repsim.measures.kept_directions import KeptTriangularSide, kept_triangular_side
 
 __all__ = ["CHEAP_ROUTE_MAX_ERROR", "GramProblem", "certified_cholesky", "estimated_condition"]
 
@@ -127,7 +128,7 @@ class GramProblem:
     def route(self) -> str:
         return "eigh" if self.factors is None else "cholesky"
 
-    def side(self, which: int, rtol: float | None, keep: float | int | None) -> SideBasis:
+    def side(self, which: int, rtol: float | None, keep: float | int | None) -> SideBasis | KeptTriangularSide:
         """Side 0 (X) or 1 (Y) with ``keep`` (``None``: every direction above the tolerance)."""
         if self.factors is None:
             return self._eigh_side(which, rtol, keep)
@@ -137,8 +138,14 @@ class GramProblem:
         if keep is None and 2 * rtol * self.factors.conditions[which] < 1:
             # every singular value above the tolerance; R^-1 is never formed (solves instead)
             return SideBasis(w=None, f=r, rank=d, rounding=self.factors.bound / 2, triangular=True)
-        # SVCCA's leading directions: the eigendecomposition of the Gram matrix (cheaper than
-        # an SVD of R, and within the certified bound where the condition number is this small)
+        # SVCCA's leading directions: on the CPU from the eigenvalues and the few dropped
+        # eigenvectors (repsim.measures.kept_directions), else (or where that does not pay) from
+        # the eigendecomposition of the Gram matrix; both within the certified bound here
+        s2 = (self.sxx, self.syy)[which]
+        if keep is not None and s2.device.type == "cpu":
+            kept = kept_triangular_side(s2, r, rtol, keep, self.factors.bound / 2)
+            if kept is not None:
+                return kept
         return replace(self._eigh_side(which, rtol, keep), rounding=self.factors.bound / 2)
 
     def _eigh_side(self, which: int, rtol: float | None, keep: float | int | None) -> SideBasis:
@@ -155,11 +162,13 @@ class GramProblem:
         s = lam.flip(0).clamp(min=0).sqrt()
         return side_from_spectrum(s, vecs.flip(1).T, rtol, keep, max(self.n, d) * torch.finfo(s2.dtype).eps, power=2)
 
-    def cross(self, side_x: SideBasis, side_y: SideBasis) -> torch.Tensor:
+    def cross(self, side_x: SideBasis | KeptTriangularSide, side_y: SideBasis | KeptTriangularSide) -> torch.Tensor:
         """``Qx'Qy = Wx' Sxy Wy``; for triangular sides by triangular solves,
         ``Rx^-T Sxy Ry^-1``."""
         return side_y.times_w(side_x.w_t_times(self.sxy))
 
-    def details(self, side_x: SideBasis, side_y: SideBasis) -> dict[str, object]:
+    def details(
+        self, side_x: SideBasis | KeptTriangularSide, side_y: SideBasis | KeptTriangularSide
+    ) -> dict[str, object]:
         """``route`` and ``error_bound`` of the coefficients."""
         return {"route": self.route, "error_bound": side_x.rounding + side_y.rounding}

@@ -24,10 +24,10 @@ Every function centres the data itself, computes in float64 by default (inputs a
 the Gram-matrix estimators here, is in :mod:`repsim.measures.kernel_cka`.
 
 The feature form computes ``X'X``, ``Y'Y`` and ``X'Y`` of the centred data block by block of
-rows, reading the data from memory twice (the means, then the products) and never holding a full
-centred copy, with BLAS's symmetric updates for the Gram matrices
-(:func:`repsim.measures.products.centred_products`). How fast, beside plain numpy and the peers:
-``benchmarks/README.md``.
+rows, reading the data from memory once where a shift certifies it (debiased CKA's row norms
+included), else twice (the means, then the products), never holding a full centred copy, with
+BLAS's symmetric updates for the Gram matrices (:func:`repsim.measures.products.centred_products`).
+How fast, beside plain numpy and the peers: ``benchmarks/README.md``.
 
 Imports: :mod:`repsim.measures.hsic`, :mod:`repsim.measures.inputs`,
 :mod:`repsim.measures.products` and :mod:`repsim.measures.result` only (nothing of ``repsim``
@@ -99,7 +99,7 @@ def _feature_hsics(
     """The three HSICs in feature space, from ``X'Y``, ``X'X``, ``Y'Y`` of the centred data (and
     the squared row norms when debiased: :func:`repsim.measures.hsic.scaled_unbiased_hsic`), never
     forming an ``n x n`` matrix. The products come from :func:`centred_products` (CPU data of
-    ordinary magnitude: two passes, no centred copy), else from the sides centred in full and
+    ordinary magnitude: one certified pass or two, no centred copy), else from the sides centred in full and
     scaled by powers of two (every magnitude, every device): CKA is the same either way. Returns
     the HSICs and the exponents of those scalings (``(0, 0)`` on the fast path)."""
     products, exponents = centred_products(x, y, row_norms=debiased), (0, 0)

@@ -77,9 +77,9 @@ def centred_products(x: torch.Tensor, y: torch.Tensor, *, row_norms: bool = Fals
     ``y`` are CPU tensors of ordinary magnitude (then the caller centres the data in full, scaled
     as :func:`repsim.measures.inputs.centre` does, and checks them there).
 
-    One pass over the data where it can be certified (:func:`shifted_products`), else two
-    (:func:`two_pass_products`, always for the row norms of debiased CKA: corrected row norms
-    would need four more vector products per block, slower than the pass for the exact means). In
+    One pass over the data where it can be certified (:func:`shifted_products`, with the row
+    norms of debiased CKA corrected by :class:`RowNormMoments`), else two
+    (:func:`two_pass_products`). In
     both, block by block of :data:`ROWS_PER_BLOCK` rows, each block shifted into a buffer that
     stays in cache and its products added up (BLAS's symmetric update for ``Sxx`` and ``Syy``):
     the centred data never exist in full. Data so large or small
@@ -90,7 +90,7 @@ def centred_products(x: torch.Tensor, y: torch.Tensor, *, row_norms: bool = Fals
         return None
     xn, yn = _as_numpy(x), _as_numpy(y)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # extremes are told below
-        products = (None if row_norms else shifted_products(xn, yn)) or two_pass_products(xn, yn, row_norms=row_norms)
+        products = shifted_products(xn, yn, row_norms=row_norms) or two_pass_products(xn, yn, row_norms=row_norms)
     if products is None or not all(_ordinary(np.diagonal(s)) for s in (products.sxx, products.syy)):
         return None
     return products
@@ -138,6 +138,9 @@ SHIFT_SAMPLE_ROWS = 256
 #: The most that :func:`shifted_products` lets its correction amplify rounding errors: every
 #: column's ``C_jj / S_jj`` (shifted over centred sum of squares) stays at or below it (checked).
 MAX_AMPLIFICATION = 16.0
+#: The most that :class:`RowNormMoments` lets its correction amplify rounding errors (``p'p`` over
+#: ``sum a^2``, and ``q'q`` over ``sum b^2``, checked on the computed sums).
+ROW_NORM_AMPLIFICATION = 64.0
 
 
 def _side_shift(sample: np.ndarray) -> np.ndarray | None:
@@ -153,7 +156,7 @@ def _shifted_block(data: np.ndarray, shift: np.ndarray | None, buffer: np.ndarra
     return data if shift is None else np.subtract(data, shift, out=buffer[: data.shape[0]])
 
 
-def shifted_products(xn: np.ndarray, yn: np.ndarray) -> CentredProducts | None:
+def shifted_products(xn: np.ndarray, yn: np.ndarray, *, row_norms: bool = False) -> CentredProducts | None:
     """The centred products in one pass over the data, or ``None`` where the pass cannot certify
     them (then :func:`two_pass_products` is used).
 
@@ -169,7 +172,8 @@ def shifted_products(xn: np.ndarray, yn: np.ndarray) -> CentredProducts | None:
 
     Each entry's rounding error is then at most ``sqrt(C_jj C_kk / (S_jj S_kk))`` times that of
     centring at the exact mean; the route is taken only where every ``C_jj / S_jj <=``
-    :data:`MAX_AMPLIFICATION` (``n delta_j^2 <= (1 - 1/16) C_jj``).
+    :data:`MAX_AMPLIFICATION` (``n delta_j^2 <= (1 - 1/16) C_jj``). ``row_norms``: also the sums of
+    the centred squared row norms, by :class:`RowNormMoments` (``None`` where it cannot certify them).
     """
     n, dtype = xn.shape[0], xn.dtype
     step = -(-n // SHIFT_SAMPLE_ROWS)
@@ -183,23 +187,79 @@ def shifted_products(xn: np.ndarray, yn: np.ndarray) -> CentredProducts | None:
         np.zeros(shape, dtype) for shape in ((xn.shape[1],) * 2, (yn.shape[1],) * 2, (xn.shape[1], yn.shape[1]))
     )
     sum_c, sum_e, ones = np.zeros(xn.shape[1]), np.zeros(yn.shape[1]), np.ones(rows, dtype)
+    moments = RowNormMoments(xn.shape[1], yn.shape[1]) if row_norms else None
     for start, stop in _blocks(n, rows):
         c = _shifted_block(xn[start:stop], shifts[0], buffers[0])
         e = _shifted_block(yn[start:stop], shifts[1], buffers[1])
         cxx += c.T @ c
         cyy += e.T @ e
         cxy += c.T @ e
-        sum_c += ones[: stop - start] @ c
-        sum_e += ones[: stop - start] @ e
+        sum_c += c.T @ ones[: stop - start]
+        sum_e += e.T @ ones[: stop - start]
+        if moments is not None:
+            moments.add(c, e)
     delta, eps = sum_c / n, sum_e / n
     for shift_error, c in ((delta, cxx), (eps, cyy)):
         if not (MAX_AMPLIFICATION * n * shift_error * shift_error <= (MAX_AMPLIFICATION - 1) * np.diagonal(c)).all():
             return None
+    norms = None if moments is None else moments.centred(n, delta, eps, cxx, cyy, cxy)
+    if row_norms and norms is None:
+        return None
     sxx = (cxx - n * np.outer(delta, delta)).astype(dtype, copy=False)
     syy = (cyy - n * np.outer(eps, eps)).astype(dtype, copy=False)
     sxy = (cxy - n * np.outer(delta, eps)).astype(dtype, copy=False)
     means = [(d if s is None else s + d).astype(dtype) for s, d in zip(shifts, (delta, eps))]
-    return _wrap(n, *means, sxx, syy, sxy, None)
+    return _wrap(n, *means, sxx, syy, sxy, norms)
+
+
+class RowNormMoments:
+    """The sums of debiased CKA, ``sum a^2``, ``sum b^2`` and ``sum a b`` of the centred squared
+    row norms ``a_i = ||c_i - delta||^2``, ``b_i = ||e_i - eps||^2``, in the same pass as the
+    shifted products (``c_i``, ``e_i`` the shifted rows, ``delta``, ``eps`` known only at the end).
+
+    With ``p_i = ||c_i||^2``, ``q_i = ||e_i||^2``, ``D = ||delta||^2``, ``E = ||eps||^2``, each
+    block adds ``p'p``, ``q'q``, ``p'q`` and the vectors ``Pc = sum p_i c_i``, ``Pe``, ``Qc``,
+    ``Qe`` (four matrix-vector products on the block in cache); expanding
+    ``a_i = p_i - 2 c_i'delta + D`` (and ``sum_i c_i'delta = n D``) gives::
+
+        sum a b = p'q - 2 eps'Pe - 2 delta'Qc + 4 delta'Cxy eps + E tr Cxx + D tr Cyy - 3 n D E
+
+    and ``sum a^2``, ``sum b^2`` as its special cases. The terms are bounded by ``p'p`` and
+    ``q'q``; the sums are returned only where ``p'p <= A sum a^2`` and ``q'q <= A sum b^2`` with
+    ``A =`` :data:`ROW_NORM_AMPLIFICATION`, so their rounding errors stay within ``A`` times
+    those of centring first.
+    """
+
+    def __init__(self, dx: int, dy: int) -> None:
+        self.pp = self.qq = self.pq = 0.0
+        self.pc, self.qc, self.pe, self.qe = np.zeros(dx), np.zeros(dx), np.zeros(dy), np.zeros(dy)
+
+    def add(self, c: np.ndarray, e: np.ndarray) -> None:
+        """Add a block of shifted rows ``c`` ``(k, dx)``, ``e`` ``(k, dy)`` (matrix-vector products
+        as ``c' p``: BLAS's fastest orientation for row-major blocks, measured)."""
+        p, q = np.einsum("ij,ij->i", c, c), np.einsum("ij,ij->i", e, e)
+        self.pp, self.qq, self.pq = self.pp + p @ p, self.qq + q @ q, self.pq + p @ q
+        self.pc += c.T @ p
+        self.qc += c.T @ q
+        self.pe += e.T @ p
+        self.qe += e.T @ q
+
+    def centred(self, n: int, delta, eps, cxx, cyy, cxy) -> tuple[float, float, float] | None:
+        """``(sum a^2, sum b^2, sum a b)``, or ``None`` beyond the certified amplification."""
+        tr_x, tr_y = float(np.trace(cxx)), float(np.trace(cyy))
+        aa = _centred_norm_dot(n, self.pp, self.pc, self.pc, delta, delta, cxx, tr_x, tr_x)
+        bb = _centred_norm_dot(n, self.qq, self.qe, self.qe, eps, eps, cyy, tr_y, tr_y)
+        ab = _centred_norm_dot(n, self.pq, self.pe, self.qc, delta, eps, cxy, tr_x, tr_y)
+        if not (self.pp <= ROW_NORM_AMPLIFICATION * aa and self.qq <= ROW_NORM_AMPLIFICATION * bb):
+            return None
+        return aa, bb, ab
+
+
+def _centred_norm_dot(n: int, pq: float, p_e, q_c, delta, eps, c_xy, tr_x: float, tr_y: float) -> float:
+    """``sum_i a_i b_i`` of :class:`RowNormMoments`' formula from the shifted moments."""
+    big_d, big_e = float(delta @ delta), float(eps @ eps)
+    corrections = -2 * float(eps @ p_e) - 2 * float(delta @ q_c) + 4 * float(delta @ c_xy @ eps)
+    return pq + corrections + big_e * tr_x + big_d * tr_y - 3 * n * big_d * big_e
 
 
 def _ordinary(diagonal: np.ndarray) -> bool:

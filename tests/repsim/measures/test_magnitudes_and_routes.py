@@ -5,7 +5,8 @@
   a ValueError stating the minimum.
 - The Cholesky route of CCA agrees with the QR route to 1e-10 where it is certified; ill
   conditioned data take the QR route and match a 60-digit reference within the reported bound;
-  the switch between the routes happens exactly at its threshold.
+  the switch between the routes happens exactly at its threshold. SVCCA's kept directions from
+  the few dropped eigenvectors equal those of every eigenvector.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from hypothesis import strategies as st
 
 import repsim
 from repsim.measures import MEASURES, StreamingCCA, StreamingCKA, canonical_gram, minibatch_cka
+from repsim.measures.canonical_problems import data_problem
+from repsim.measures.kept_directions import KeptTriangularSide
 from repsim.measures.products import centred_products
 
 
@@ -129,6 +132,30 @@ def test_both_routes_agree_to_1e_10_on_well_conditioned_data(monkeypatch):
         qr = getattr(repsim, name)(x, y)
         assert qr.details["route"] == "qr" and float(qr) == pytest.approx(float(value), abs=1e-10), name
     np.testing.assert_allclose(repsim.cca(x, y).coefficients, coefficients.coefficients, atol=1e-10)
+
+
+@pytest.mark.parametrize("keep", [0.95, 0.9, 0.7, 30])
+def test_svcca_from_the_dropped_directions_equals_the_full_eigendecomposition_and_the_qr_route(monkeypatch, keep):
+    """SVCCA's kept directions as the complement of the few dropped eigenvectors
+    (kept_directions) give the values of every eigenvector's route and of the QR route."""
+    x, y = related_pair(5, n=600, dx=40, dy=36)
+    problem = data_problem(x, y, None, torch.float64, "svcca")
+    assert isinstance(problem.side(0, None, keep), KeptTriangularSide)
+    fast = repsim.svcca(x, y, keep=keep)
+    monkeypatch.setattr(canonical_gram, "kept_triangular_side", lambda *args: None)
+    full = repsim.svcca(x, y, keep=keep)
+    assert (fast.details["dims_x"], fast.details["dims_y"]) == (full.details["dims_x"], full.details["dims_y"])
+    assert float(fast) == pytest.approx(float(full), abs=1e-12)
+    monkeypatch.setattr(repsim.measures.canonical_problems, "CHEAP_ROUTE_MAX_ERROR", -1.0)
+    qr = repsim.svcca(x, y, keep=keep)
+    assert qr.details["route"] == "qr" and float(qr) == pytest.approx(float(fast), abs=1e-10)
+
+
+def test_svcca_dropping_more_than_it_keeps_uses_every_eigenvector():
+    x, y = related_pair(6, n=600, dx=40, dy=36)
+    problem = data_problem(x, y, None, torch.float64, "svcca")
+    assert not isinstance(problem.side(0, None, 10), KeptTriangularSide)
+    assert problem.side(0, None, 10).dims == 10
 
 
 def test_an_ill_conditioned_side_takes_the_qr_route_and_matches_60_digits():

@@ -1,5 +1,6 @@
-"""The centred products in one pass (shifted, corrected, certified) and the certified singular
-values: both against an exact reference, both falling back where they cannot certify."""
+"""The centred products in one pass (shifted, corrected, certified), with the row norms of
+debiased CKA, and the certified singular values: against an exact reference, falling back where
+they cannot certify."""
 
 from __future__ import annotations
 
@@ -99,3 +100,46 @@ def test_a_tiny_singular_value_takes_the_svd_unless_only_the_mean_matters():
     assert np.abs(each.numpy() - values).max() <= bound
     mean, mean_bound = certified_singular_values(m, 1e-10, mean=True)
     assert mean_bound <= 1e-10 and abs(float(mean.mean()) - values.mean()) <= mean_bound
+
+
+def exact_row_norm_sums(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``sum a^2``, ``sum b^2``, ``sum a b`` of the centred squared row norms, to extended precision
+    however large the means: each side minus its first row (exact, Sterbenz), minus the
+    ``math.fsum`` mean of those differences in ``longdouble``."""
+
+    def centred(a: np.ndarray) -> np.ndarray:
+        differences = a - a[0]
+        means = np.array([math.fsum(column) / len(column) for column in differences.T], dtype=np.longdouble)
+        return differences.astype(np.longdouble) - means
+
+    xc, yc = centred(x), centred(y)
+    a, b = (xc * xc).sum(axis=1), (yc * yc).sum(axis=1)
+    return np.array([a @ a, b @ b, a @ b])
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.0, 1e3, 1e6])
+def test_row_norms_of_debiased_cka_in_the_same_pass_equal_exact_centring(offset):
+    """The corrected row-norm sums (RowNormMoments) of one pass: exact to 1e-14 at every offset."""
+    x, y = pair(np.random.default_rng(4), offset)
+    found = products.shifted_products(x, y, row_norms=True)
+    assert found is not None
+    exact = exact_row_norm_sums(x, y)
+    assert (np.abs(np.array(found.row_norm_sums) - exact) / np.abs(exact)).max() < 1e-14
+
+
+def test_row_norms_beyond_their_amplification_take_two_passes():
+    """The sampled rows sit 3.5 standard deviations below the rest: the shift passes the products'
+    check (``n delta^2 <= 15 S``) but the row norms' correction would amplify rounding beyond 64
+    (``p'p / sum a^2``; 63 at 3 standard deviations), so one pass refuses them and two passes
+    give them."""
+    n = 65536
+    step = -(-n // products.SHIFT_SAMPLE_ROWS)
+    rng = np.random.default_rng(5)
+    x = 100.0 + rng.standard_normal((n, 6))
+    x[::step] -= 3.5
+    y = 50.0 + rng.standard_normal((n, 4))
+    assert products.shifted_products(x, y) is not None
+    assert products.shifted_products(x, y, row_norms=True) is None
+    found = products.centred_products(torch.from_numpy(x), torch.from_numpy(y), row_norms=True)
+    exact = exact_row_norm_sums(x, y)
+    assert (np.abs(np.array(found.row_norm_sums) - exact) / np.abs(exact)).max() < 1e-12
