@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import torch
 
 __all__ = ["CentredProducts", "centred_products", "cross_product", "gram"]
@@ -183,21 +184,17 @@ def shifted_products(xn: np.ndarray, yn: np.ndarray, *, row_norms: bool = False)
     shifts = [_side_shift(sample) for sample in samples]
     rows = min(ROWS_PER_BLOCK, n)
     buffers = [None if s is None else np.empty((rows, data.shape[1]), dtype) for s, data in zip(shifts, (xn, yn))]
-    cxx, cyy, cxy = (
-        np.zeros(shape, dtype) for shape in ((xn.shape[1],) * 2, (yn.shape[1],) * 2, (xn.shape[1], yn.shape[1]))
-    )
-    sum_c, sum_e, ones = np.zeros(xn.shape[1]), np.zeros(yn.shape[1]), np.ones(rows, dtype)
+    ones = np.ones(rows, dtype)
+    sums = None  # [Cxx, Cyy, Cxy, 1'c, 1'e], from the first block on
     moments = RowNormMoments(xn.shape[1], yn.shape[1]) if row_norms else None
     for start, stop in _blocks(n, rows):
         c = _shifted_block(xn[start:stop], shifts[0], buffers[0])
         e = _shifted_block(yn[start:stop], shifts[1], buffers[1])
-        cxx += c.T @ c
-        cyy += e.T @ e
-        cxy += c.T @ e
-        sum_c += c.T @ ones[: stop - start]
-        sum_e += e.T @ ones[: stop - start]
+        block = (c.T @ c, e.T @ e, c.T @ e, c.T @ ones[: stop - start], e.T @ ones[: stop - start])
+        sums = list(block) if sums is None else [np.add(total, part, out=total) for total, part in zip(sums, block)]
         if moments is not None:
             moments.add(c, e)
+    cxx, cyy, cxy, sum_c, sum_e = sums
     delta, eps = sum_c / n, sum_e / n
     for shift_error, c in ((delta, cxx), (eps, cyy)):
         if not (MAX_AMPLIFICATION * n * shift_error * shift_error <= (MAX_AMPLIFICATION - 1) * np.diagonal(c)).all():
@@ -205,11 +202,18 @@ def shifted_products(xn: np.ndarray, yn: np.ndarray, *, row_norms: bool = False)
     norms = None if moments is None else moments.centred(n, delta, eps, cxx, cyy, cxy)
     if row_norms and norms is None:
         return None
-    sxx = (cxx - n * np.outer(delta, delta)).astype(dtype, copy=False)
-    syy = (cyy - n * np.outer(eps, eps)).astype(dtype, copy=False)
-    sxy = (cxy - n * np.outer(delta, eps)).astype(dtype, copy=False)
+    sxx, syy, sxy = (
+        _minus_rank_one(s, n, u, v) for s, u, v in ((cxx, delta, delta), (cyy, eps, eps), (cxy, delta, eps))
+    )
     means = [(d if s is None else s + d).astype(dtype) for s, d in zip(shifts, (delta, eps))]
     return _wrap(n, *means, sxx, syy, sxy, norms)
+
+
+def _minus_rank_one(s: np.ndarray, n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``s - n u v'`` in place (BLAS ``ger`` on the row-major ``s`` as its column-major transpose):
+    no temporary ``(d, d)`` arrays, which cost more than the update at small sizes."""
+    ger = scipy.linalg.blas.get_blas_funcs("ger", (s,))
+    return ger(-float(n), v.astype(s.dtype), u.astype(s.dtype), a=s.T, overwrite_a=True).T
 
 
 class RowNormMoments:
