@@ -11,7 +11,7 @@ and :mod:`meta.study.pipeline` runs their stages. Settings a preset leaves out (
   instead of 64, 5 queries per class instead of 15, a meta-batch of 8, about a thousand
   iterations. Fewer than 600 evaluation tasks where that is stated in ``notes``.
 - ``omniglot``: the real Omniglot (MAML split), 5-way and 20-way 1-shot and 5-way 5-shot, the
-  paper's network and inner loops, budgets sized for one CPU machine (about 2 hours with
+  paper's network and inner loops, budgets sized for one CPU machine (about 2.5 hours with
   ``--jobs 2``; see its description).
 - ``paper``: the paper's settings for a GPU: Omniglot 5/20-way and miniImageNet 5-way, 1 and 5
   shots, the reference's 60000 iterations, 600 test tasks,
@@ -228,16 +228,16 @@ QUICK = StudyPreset(
 
 OMNIGLOT = StudyPreset(
     name="omniglot",
-    summary="real Omniglot, 5/20-way 1-shot and 5-way 5-shot, 1 seed, 600-1200 iterations: about 2 hours on 2 CPU"
-    " cores (needs --data-root)",
+    summary="real Omniglot, 5/20-way 1-shot and 5-way 5-shot, 1 seed, 600-1200 iterations: about 2.5 hours on"
+    " 2 CPU cores (needs --data-root)",
     description=(
         "Real Omniglot (MAML protocol of meta.data.omniglot: 4400/400/1692 rotated-character classes),"
         " 5-way and 20-way 1-shot and 5-way 5-shot, the paper's network and inner loops, one seed, shortened"
         " training: about 2.6 CPU-hours of training (the architecture study's six runs included; measured"
         " one-thread costs per iteration on a 2-core CPU: MAML 0.86 s at 5-way 1-shot, 1.6 s at 5-way 5-shot,"
-        " 1.7 s at 20-way 1-shot with meta-batch 8; ANIL about 0.4x MAML) and under one of evaluation,"
-        " so about 2 hours with --jobs 2. Needs --data-root DIR with images_background.zip and"
-        " images_evaluation.zip."
+        " 1.7 s at 20-way 1-shot with meta-batch 8; ANIL about 0.4x MAML), then 1-1.5 of evaluation and"
+        " similarity (conv layers over every inner step): about 2.5 hours with --jobs 2. Needs --data-root"
+        " DIR with images_background.zip and images_evaluation.zip."
     ),
     settings=(
         Setting("omniglot", 5, 1, {"iterations": 1200}),
