@@ -42,6 +42,7 @@ when an environment is built (so that 2D navigation needs neither).
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,15 @@ import numpy as np
 
 from meta.rl.errors import DivergedError, MissingExtraError
 
-__all__ = ["CTRL_COST_WEIGHT", "FRAME_SKIP", "GOALS", "HalfCheetah", "half_cheetah_xml", "import_mujoco"]
+__all__ = [
+    "CTRL_COST_WEIGHT",
+    "FRAME_SKIP",
+    "GOALS",
+    "HalfCheetah",
+    "compile_half_cheetah",
+    "half_cheetah_xml",
+    "import_mujoco",
+]
 
 #: Physics steps per environment step (gymnasium's HalfCheetah-v5).
 FRAME_SKIP = 5
@@ -89,6 +98,25 @@ def half_cheetah_xml() -> Path:
     return path
 
 
+#: The compiler attribute that MuJoCo deprecates (it warns on every compile) and gymnasium's model sets.
+_TOTAL_MASS = re.compile(r'\s+settotalmass="([^"]*)"')
+
+
+def compile_half_cheetah(mujoco: Any) -> Any:
+    """Gymnasium's HalfCheetah model, compiled as MuJoCo asks of the deprecated ``settotalmass``
+    compiler attribute: without it, then ``mj_setTotalmass`` and ``mj_setConst`` on the compiled
+    model. The masses, inertias and derived constants are those of compiling the file as it is,
+    bit for bit (tested), and no deprecation warning is printed for every environment built."""
+    text = half_cheetah_xml().read_text()
+    total = _TOTAL_MASS.search(text)
+    if total is None:
+        return mujoco.MjModel.from_xml_string(text)
+    model = mujoco.MjModel.from_xml_string(text[: total.start()] + text[total.end() :])
+    mujoco.mj_setTotalmass(model, float(total.group(1)))
+    mujoco.mj_setConst(model, mujoco.MjData(model))
+    return model
+
+
 class HalfCheetah:
     """A batch of HalfCheetah episodes: ``T`` tasks x ``N`` trajectories each (module docstring).
 
@@ -117,7 +145,7 @@ class HalfCheetah:
         self.name = f"halfcheetah-{goal[:3]}"
         self.ctrl_cost_weight, self.reset_noise_scale = ctrl_cost_weight, reset_noise_scale
         self._mujoco = import_mujoco()
-        self.model = self._mujoco.MjModel.from_xml_path(str(half_cheetah_xml()))
+        self.model = compile_half_cheetah(self._mujoco)
         self._data = self._mujoco.MjData(self.model)
         self._rollout = self._mujoco.rollout.Rollout(nthread=0)
         full = self._mujoco.mjtState.mjSTATE_FULLPHYSICS

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from meta.rl import DivergedError, MissingExtraError, make_env
+from meta.rl.cheetah import compile_half_cheetah, half_cheetah_xml
 from meta.rl.envs import check_finite
 from meta.rl.navigation import Navigation2D
 
@@ -117,6 +118,27 @@ def test_halfcheetah_reward_terms_equal_gymnasiums_info(gym_states, name):
     expected = g * velocity + ctrl if name == "halfcheetah-dir" else -np.abs(velocity - g) + ctrl
     np.testing.assert_allclose(reward[:, 0], expected, rtol=1e-9, atol=1e-9)
     assert not done.any()
+
+
+def test_the_model_compiled_without_the_deprecated_total_mass_is_gymnasiums_bit_for_bit(capfd):
+    """Compiled without ``settotalmass`` and scaled after, the model has gymnasium's masses and
+    constants exactly (14 kg in all), moves exactly as gymnasium's does, and MuJoCo prints no
+    deprecation warning for it."""
+    mujoco = pytest.importorskip("mujoco")
+    ours = compile_half_cheetah(mujoco)
+    assert "settotalmass" not in "".join(capfd.readouterr())
+    theirs = mujoco.MjModel.from_xml_path(str(half_cheetah_xml()))
+    assert ours.body_mass.sum() == pytest.approx(14.0, rel=1e-12)
+    for name in ("body_mass", "body_inertia", "body_invweight0", "dof_invweight0", "dof_M0", "actuator_acc0"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name), err_msg=name)
+    moved = []
+    for model in (ours, theirs):
+        data, rng = mujoco.MjData(model), np.random.default_rng(0)
+        for _ in range(200):
+            data.ctrl[:] = rng.uniform(-1, 1, model.nu)
+            mujoco.mj_step(model, data)
+        moved.append(np.concatenate([data.qpos, data.qvel]))
+    np.testing.assert_array_equal(*moved)
 
 
 def test_halfcheetah_reward_by_hand_and_the_clipped_control_cost():
