@@ -414,12 +414,12 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     """``meta report DIR``: write the Markdown tables, figures and report.html, print the verdicts; returns 0."""
-    from meta.study.findings import check_findings, findings_text
-    from meta.study.report import write_paper_outputs
+    from meta.study.findings import findings_text
+    from meta.study.report import load_preset, studied_findings, write_paper_outputs
     from meta.study.schema import load_tables
 
     report = write_paper_outputs(args.out_dir)
-    print(findings_text(check_findings(load_tables(args.out_dir))))
+    print(findings_text(studied_findings(load_tables(args.out_dir), load_preset(args.out_dir))))
     print(f"wrote {report}")
     return 0
 

@@ -12,6 +12,8 @@ verdicts of :mod:`meta.study.verdicts` (``holds``, ``does not hold``, ``cannot b
    conv layer's.
 3. Figure 3 (MAML): rules 1 and 2 at every training checkpoint of the CSV.
 4. Table 2: ANIL's accuracy is within ``close_max`` points of MAML's.
+4b. Table 2 (RL): ANIL-TRPO's return matches MAML-TRPO's in each environment (within the larger
+   of their 95% intervals: :mod:`meta.study.rl_verdicts`).
 5. Table 3: for each measure, the MAML-ANIL similarity averaged over conv1-4 is at most
    ``cross_similarity_gap_max`` below the MAML-MAML and the ANIL-ANIL references (pairs of
    different seeds); without a reference (one seed) the rule cannot be applied.
@@ -26,7 +28,7 @@ checks, one row of numbers each (:func:`meta.study.verdicts.evidence_frame`).
 To add a finding: write a function ``(tables, rules) -> list[Check]`` (usually
 :func:`_per_setting` over a check of one setting) and a :class:`FindingSpec` in :data:`FINDINGS`.
 
-Imports: :mod:`meta.core.names`, :mod:`meta.study` (schema, labels, verdicts, comparison); never
+Imports: :mod:`meta.core.names`, :mod:`meta.study` (schema, labels, verdicts, comparison, rl_verdicts); never
 matplotlib.
 """
 
@@ -40,6 +42,7 @@ import pandas as pd
 from meta.core.names import BODY, BODY_BASELINES, FROZEN_LABELS, LAYERS
 from meta.study.comparison import body_means
 from meta.study.labels import BODY_LABELS, COMPARISON_LABELS, join_words, label, measure_label
+from meta.study.rl_verdicts import DEFAULT_STEPS, rl_checks
 from meta.study.schema import (
     COLUMNS,
     ORDER,
@@ -348,6 +351,17 @@ FINDINGS: tuple[FindingSpec, ...] = (
         "ANIL (inner loop on the head only) matches MAML's accuracy.",
         lambda r: f"|ANIL − MAML| ≤ {r.close_max} accuracy points",
         _per_setting("table2_anil_vs_maml", _close_checks("algorithm", "maml", "anil")),
+    ),
+    FindingSpec(
+        "anil_vs_maml_rl",
+        "table2_rl",
+        "Table 2 (RL)",
+        "ANIL matches MAML in meta-RL too (MAML-TRPO and ANIL-TRPO on 2D navigation and HalfCheetah).",
+        lambda r: (
+            f"in each environment, ANIL's return after {DEFAULT_STEPS} test-time inner step(s) within the larger "
+            "of the two 95% intervals over test tasks of MAML's"
+        ),
+        rl_checks,
     ),
     FindingSpec(
         "cross_model_similarity",

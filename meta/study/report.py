@@ -47,6 +47,7 @@ from repsim.io import atomic_write_bytes, atomic_write_text, markdown_table
 __all__ = [
     "ALL_SECTIONS",
     "load_preset",
+    "studied_findings",
     "provenance_lines",
     "report_html",
     "studied_sections",
@@ -80,6 +81,16 @@ def studied_sections(preset: Mapping[str, Any] | None) -> tuple[Section, ...]:
     rl = bool(settings.get("rl"))
     few_shot = not rl or bool(settings.get("settings"))
     return tuple(s for s in ALL_SECTIONS if (s.name in RL_NAMES and rl) or (s.name not in RL_NAMES and few_shot))
+
+
+def studied_findings(
+    tables: Mapping[str, pd.DataFrame], preset: Mapping[str, Any] | None, *, rules: Rules = RULES
+) -> list[Finding]:
+    """The verdicts on the findings checked in the sections of what the preset studies
+    (:func:`studied_sections`): a meta-RL folder has no verdicts on the few-shot findings, nor a
+    few-shot folder on the meta-RL one."""
+    names = {section.name for section in studied_sections(preset)}
+    return [f for f in check_findings(tables, rules=rules) if f.table in names]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +195,7 @@ def write_paper_outputs(out_dir: str | Path, *, rules: Rules = RULES) -> Path:
         if name in tables and not tables[name].empty:
             figures[name] = figure_png(spec.draw(tables[name]))
             atomic_write_bytes(out / "figures" / f"{name}.png", figures[name])
-    findings = check_findings(tables, rules=rules)
+    findings = studied_findings(tables, preset, rules=rules)
     return atomic_write_text(
         out / "report.html", report_html(out, tables, findings=findings, figures=figures, preset=preset)
     )

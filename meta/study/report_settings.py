@@ -1,8 +1,9 @@
 """The "Settings" section of ``report.html``: what was run, in a form a reader takes in at a
 glance. From ``preset.json`` (written by :func:`meta.study.folder.preset_record`): the preset's
 description and notes, a table of the training settings that matter per few-shot setting (from
-each setting's resolved MAML run), a table of how many test tasks each measurement uses, and a
-link to ``preset.json`` itself for everything else. A ``preset.json`` of another shape (older,
+each setting's resolved MAML run) and per meta-RL environment (from its MAML-TRPO run), a table of
+how many test tasks each measurement uses, and a link to ``preset.json`` itself for everything
+else. A ``preset.json`` of another shape (older,
 hand-written) gives what it has; a folder without one says so.
 
 Imports: :mod:`meta.core.names`, :mod:`meta.study` (schema, labels, report_blocks).
@@ -36,6 +37,24 @@ _TRAINING: tuple[tuple[str, Callable[[Run, Sequence[Run]], Any]], ...] = (
     ("checkpoints of Figure 3", lambda run, runs: ", ".join(str(i) for i in run.get("save_at", ()))),
     ("Table 5 bodies", lambda run, runs: _baselines(runs)),
 )
+#: Training settings per meta-RL environment: (row, value of the resolved ``config`` of its first run).
+_RL_TRAINING: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...] = (
+    ("meta-iterations", lambda c: c.get("iterations")),
+    ("tasks x trajectories per meta-batch", lambda c: _joined(c, "meta_batch_size", "trajectories", sep=" x ")),
+    ("horizon (steps per episode)", lambda c: c.get("horizon")),
+    ("inner step in training", lambda c: f"{c.get('inner_lr')}, {'first' if c.get('first_order') else 'second'} order"),
+    (
+        "inner steps at test time: count, first, later",
+        lambda c: _joined(c, "test_inner_steps", "test_inner_lr", "test_later_lr"),
+    ),
+    ("TRPO: max KL, CG iterations, damping", lambda c: _joined(c, "max_kl", "cg_iters", "cg_damping")),
+    ("policy: hidden units, nonlinearity", lambda c: _joined(c, "hidden", "nonlinearity")),
+)
+#: How many test tasks each meta-RL measurement uses: (row, key of the preset's ``rl`` settings).
+_RL_MEASUREMENT: tuple[tuple[str, str], ...] = (
+    ("test tasks per return (Table 2 RL)", "eval_tasks"),
+    ("test tasks per similarity before vs after adaptation (RL figure)", "similarity_tasks"),
+)
 #: How many test tasks each measurement uses: (row, key of the preset's settings).
 _MEASUREMENT: tuple[tuple[str, str], ...] = (
     ("test tasks per accuracy (Tables 1, 2, 4, 5)", "eval_tasks"),
@@ -44,6 +63,11 @@ _MEASUREMENT: tuple[tuple[str, str], ...] = (
     ("test tasks per similarity between two models (Table 3)", "similarity_tasks"),
     ("query examples per class of those tasks", "analysis_queries"),
 )
+
+
+def _joined(config: Mapping[str, Any], *keys: str, sep: str = ", ") -> str:
+    """The values of ``keys`` in ``config``, joined: ``"0.01, 10, 1e-05"``."""
+    return sep.join(str(config.get(key)) for key in keys)
 
 
 def _seeds(runs: Sequence[Run], algorithms: Sequence[str]) -> str:
@@ -84,13 +108,36 @@ def _training_table(runs: Sequence[Run]) -> pd.DataFrame:
 
 
 def _measurement_table(settings: Mapping[str, Any], device: Any) -> pd.DataFrame:
-    """A row per measurement setting of :data:`_MEASUREMENT` present, the measures and the device."""
-    rows = [(row, settings[key]) for row, key in _MEASUREMENT if key in settings]
+    """A row per measurement setting present: the few-shot study's (:data:`_MEASUREMENT`) where
+    the preset has few-shot settings, the meta-RL study's (:data:`_RL_MEASUREMENT`) where it has
+    ``rl``; the measures and the device."""
+    few_shot = bool(settings.get("settings", True))  # older preset.json files: few-shot only
+    rows = [(row, settings[key]) for row, key in _MEASUREMENT if few_shot and key in settings]
+    rl = settings.get("rl")
+    if isinstance(rl, Mapping):
+        rows += [(row, rl[key]) for row, key in _RL_MEASUREMENT if key in rl]
     if settings.get("measures"):
         rows.append(("similarity measures", join_words(measure_label(m) for m in settings["measures"])))
     if device:
         rows.append(("device", device))
     return pd.DataFrame(rows, columns=["setting", "value"]).astype(str)
+
+
+def _rl_training_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """A row per setting of :data:`_RL_TRAINING`, a column per environment (its first MAML-TRPO
+    run, else its first run), with the seeds of each environment's runs."""
+    by_env: dict[str, list[Mapping[str, Any]]] = {}
+    for run in runs:
+        config = run.get("config")
+        if isinstance(config, Mapping):
+            by_env.setdefault(str(config.get("env")), []).append(config)
+    columns = {}
+    for env, configs in by_env.items():
+        first = next((c for c in configs if c.get("algorithm") == "maml-trpo"), configs[0])
+        seeds = ", ".join(str(s) for s in sorted({c.get("seed") for c in configs}))
+        columns[env] = [*(value(first) for _, value in _RL_TRAINING), seeds]
+    table = pd.DataFrame(columns, index=[*(row for row, _ in _RL_TRAINING), "seeds"], dtype=object)
+    return table.rename_axis("setting").reset_index().astype(str)
 
 
 def _files_text(out_dir: Path, tables: Mapping[str, pd.DataFrame], names: Sequence[str]) -> str:
@@ -121,6 +168,9 @@ def settings_blocks(
     training = _training_table(runs)
     if not training.empty:
         blocks.append(Table(training, "Training, per few-shot setting (the resolved settings of its MAML run)"))
+    rl_runs = [r for r in preset.get("rl_runs", ()) if isinstance(r, Mapping)]
+    if rl_runs:
+        blocks.append(Table(_rl_training_table(rl_runs), "Meta-RL training, per environment (its MAML-TRPO run)"))
     settings = preset.get("settings")
     if isinstance(settings, Mapping):
         blocks.append(Table(_measurement_table(settings, preset.get("device")), "Measurement"))

@@ -3,22 +3,14 @@ per environment (``tables/table2_rl.md``), and the per-layer similarity of the p
 after adaptation (``figures/figure_rl_similarity.png``); the same as blocks of ``report.html``
 (:func:`rl_table_blocks`, :func:`rl_similarity_reading`).
 
-The verdict (:func:`rl_verdict`): ANIL matches MAML in an environment when::
+The verdict per environment is :func:`meta.study.rl_verdicts.rl_verdict`.
 
-    |R_ANIL - R_MAML| <= max(h_MAML, h_ANIL)
-
-with ``R`` the mean return and ``h`` its half-width: for our numbers the 95% interval over test
-tasks (``ci95``, mean over seeds), for the paper's its ``±`` (the standard deviation over three
-seeds). Otherwise ANIL is above or below MAML. Returns are compared within a code base only:
-environments, horizons and reward scales differ between implementations.
-
-Imports: :mod:`meta.study` (paper, report_blocks) and
+Imports: :mod:`meta.study` (paper, report_blocks, rl_verdicts) and
 :mod:`repsim.io`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,25 +20,17 @@ from matplotlib.figure import Figure
 
 from meta.study import paper
 from meta.study.report_blocks import Table
+from meta.study.rl_verdicts import (
+    DEFAULT_STEPS,
+    PAPER_ENVS,
+    VERDICT_RULE,
+    cell,
+    our_returns,
+    paper_returns,
+    rl_verdict,
+)
 from repsim.io import markdown_table
 
-#: Our environment names -> the paper's (Table 2).
-PAPER_ENVS: dict[str, str] = {
-    "2d-navigation": "2D-Navigation",
-    "halfcheetah-dir": "HalfCheetah-Direction",
-    "halfcheetah-vel": "HalfCheetah-Velocity",
-}
-#: Our algorithm names -> the paper's (:func:`meta.study.paper.table2_rl`).
-PAPER_ALGORITHMS: dict[str, str] = {"maml-trpo": "maml", "anil-trpo": "anil"}
-#: The verdicts of :func:`rl_verdict`.
-MATCHES, ABOVE, BELOW, UNMEASURED = "ANIL matches MAML", "ANIL above MAML", "ANIL below MAML", "not measured"
-#: The rule of :func:`rl_verdict`, in words (beside every verdict).
-VERDICT_RULE = (
-    "ANIL matches MAML when |ANIL - MAML| <= the larger of their two half-widths (ours: 95% interval over"
-    " test tasks; the paper's: its ±, a standard deviation over three seeds); otherwise ANIL is above or below."
-)
-#: Test-time inner steps compared with the paper's numbers unless told (the inner loop of meta-training).
-DEFAULT_STEPS = 1
 #: What the figure's error bars are.
 ERROR_BARS = (
     "Error bars: 95% interval over the test tasks, 1.96 * std / sqrt(n_tasks) (normal approximation,"
@@ -55,58 +39,23 @@ ERROR_BARS = (
 _MEASURE_LABELS = {"cca": "mean CCA", "cka": "linear CKA"}
 
 
-def rl_verdict(maml: float, maml_half: float, anil: float, anil_half: float) -> str:
-    """:data:`MATCHES` when ``|anil - maml| <= max(maml_half, anil_half)``, else :data:`ABOVE` or
-    :data:`BELOW` (ANIL's return higher or lower: returns are higher-is-better); :data:`UNMEASURED`
-    when a number is missing (NaN). A missing half-width counts as 0."""
-    if not (math.isfinite(maml) and math.isfinite(anil)):
-        return UNMEASURED
-    margin = max((h for h in (maml_half, anil_half) if math.isfinite(h)), default=0.0)
-    if abs(anil - maml) <= margin:
-        return MATCHES
-    return ABOVE if anil > maml else BELOW
-
-
-def _cell(mean: float, half: float) -> str:
-    """``"-20.31 ± 1.52"`` (no ``±`` part for a NaN half-width; ``-`` for a NaN mean)."""
-    if not math.isfinite(mean):
-        return "-"
-    return f"{mean:.2f}" + (f" ± {half:.2f}" if math.isfinite(half) else "")
-
-
-def _paper_cells(env: str) -> dict[str, tuple[float, float]]:
-    """The paper's ``{maml, anil: (return, ±)}`` of our environment ``env`` (NaN if the paper has none)."""
-    frame = paper.table2_rl()
-    rows = frame[frame["environment"] == PAPER_ENVS.get(env, "")].set_index("algorithm")
-    return {
-        a: (float(rows.loc[a, "return"]), float(rows.loc[a, "pm"])) if a in rows.index else (math.nan,) * 2
-        for a in ("maml", "anil")
-    }
-
-
 def rl_comparison(table: pd.DataFrame, steps: int = DEFAULT_STEPS) -> pd.DataFrame:
     """One row per environment of ``table2_rl`` (a DataFrame with its columns): our MAML-TRPO and
     ANIL-TRPO returns after ``steps`` test-time inner steps (± ci95) and our verdict, the paper's
     (± std over seeds) and its verdict, the horizon, meta-iterations and seeds; display strings."""
     rows = []
     for env in dict.fromkeys(table["env"]):
-        mine = table[(table["env"] == env) & (table["steps"] == steps)].set_index("algorithm")
-        ours = {
-            PAPER_ALGORITHMS[a]: (float(mine.loc[a, "return"]), float(mine.loc[a, "ci95"]))
-            if a in mine.index
-            else (math.nan,) * 2
-            for a in PAPER_ALGORITHMS
-        }
-        theirs = _paper_cells(env)
+        mine = table[(table["env"] == env) & (table["steps"] == steps)]
+        ours, theirs = our_returns(table, env, steps), paper_returns(env)
         first = mine.iloc[0] if len(mine) else table[table["env"] == env].iloc[0]
         rows.append(
             {
                 "environment": PAPER_ENVS.get(env, env),
-                "MAML (ours)": _cell(*ours["maml"]),
-                "ANIL (ours)": _cell(*ours["anil"]),
+                "MAML (ours)": cell(*ours["maml"]),
+                "ANIL (ours)": cell(*ours["anil"]),
                 "verdict (ours)": rl_verdict(*ours["maml"], *ours["anil"]),
-                "MAML (paper)": _cell(*theirs["maml"]),
-                "ANIL (paper)": _cell(*theirs["anil"]),
+                "MAML (paper)": cell(*theirs["maml"]),
+                "ANIL (paper)": cell(*theirs["anil"]),
                 "verdict (paper)": rl_verdict(*theirs["maml"], *theirs["anil"]),
                 "horizon": str(int(first["horizon"])),
                 "meta-iterations": str(int(first["iterations"])),

@@ -22,7 +22,7 @@ seed). The similarity the same way from each seed's mean and ``ci95`` over tasks
 
 Imports: :mod:`meta.rl.policy`, :mod:`meta.run` (rl_config, rl_train, rl_evaluate,
 rl_snapshot, rl_similarity, folder), :mod:`meta.study` (aggregate, executor, plan, rl_presets,
-rl_report, schema) and :mod:`repsim.io`.
+rl_verdicts, schema) and :mod:`repsim.io`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from meta.study.aggregate import OverSeeds
 from meta.study.executor import Job
 from meta.study.plan import Plan, ReproductionError
 from meta.study.rl_presets import RL_STUDY_ALGORITHMS, RLEnvBudget, RLStudy
-from meta.study.rl_report import DEFAULT_STEPS
+from meta.study.rl_verdicts import DEFAULT_STEPS
 from meta.study.schema import write_table
 from repsim.io import read_json, write_json
 

@@ -19,13 +19,16 @@ from test_reproduce import documented_layout
 import meta.run.rl_train
 from meta.cli import main as meta_main
 from meta.study.executor import JobRunner
+from meta.study.findings import FAILS, HOLDS, NOT_MEASURED, check_findings
 from meta.study.folder import stage_marker
 from meta.study.pipeline import plan_summary, reproduce
 from meta.study.plan import ReproductionError, make_plan
 from meta.study.presets import PAPER, QUICK, RL, TINY, TINY_RL, get_study_preset
+from meta.study.report import studied_findings
 from meta.study.rl_presets import RLEnvBudget
-from meta.study.rl_report import ABOVE, BELOW, MATCHES, UNMEASURED, rl_comparison, rl_verdict
+from meta.study.rl_report import rl_comparison
 from meta.study.rl_study import returns_json, rl_runs
+from meta.study.rl_verdicts import ABOVE, BELOW, MATCHES, UNMEASURED, rl_verdict
 from meta.study.schema import COLUMNS, RL_NAMES, csv_path, read_table
 from meta.study.stages import STAGES, stages_of
 
@@ -73,6 +76,12 @@ def test_tiny_rl_writes_the_documented_files(tiny_rl):
     record = json.loads((tiny_rl / "preset.json").read_text())
     assert record["preset"] == "tiny-rl" and list(record["stages"]) == ["rl", "report"]
     assert {r["name"] for r in record["rl_runs"]} == names
+    # Settings: the meta-RL training per environment and the meta-RL measurements, not the few-shot ones
+    config = record["rl_runs"][0]["config"]
+    assert f'<td>meta-iterations</td><td class="num">{config["iterations"]}</td>' in report
+    assert "test tasks per return (Table 2 RL)" in report and "test tasks per accuracy" not in report
+    # the summary has the meta-RL finding and no few-shot one
+    assert report.count('<div class="finding ') == 1 and "ANIL matches MAML in meta-RL too" in report
 
 
 def test_table_rows_equal_the_runs_evaluations(tiny_rl):
@@ -140,23 +149,59 @@ def test_verdict_rule(maml, maml_half, anil, anil_half, verdict):
     assert rl_verdict(maml, maml_half, anil, anil_half) == verdict
 
 
+def _returns_table(*rows: tuple[str, str, float, float]) -> pd.DataFrame:
+    """A ``table2_rl`` frame of returns after one step: ``(env, algorithm, return, ci95)`` rows."""
+    return pd.DataFrame(
+        [
+            {"env": env, "algorithm": a, "steps": 1, "return": r, "ci95": h, "std_seeds": math.nan, "n_seeds": 1}
+            | {"n_tasks": 40, "horizon": 100, "iterations": 100}
+            for env, a, r, h in rows
+        ],
+        columns=COLUMNS["table2_rl"],
+    )
+
+
+NAV_BELOW_VEL_MATCHES = (
+    ("2d-navigation", "maml-trpo", -10.0, 1.0),
+    ("2d-navigation", "anil-trpo", -15.0, 1.5),
+    ("halfcheetah-vel", "maml-trpo", -100.0, 5.0),
+    ("halfcheetah-vel", "anil-trpo", -98.0, 1.0),
+)
+
+
 def test_comparison_sets_ours_beside_the_papers():
-    rows = [
-        {"env": env, "algorithm": a, "steps": 1, "return": r, "ci95": h, "std_seeds": math.nan, "n_seeds": 1}
-        | {"n_tasks": 40, "horizon": 100, "iterations": 100}
-        for env, a, r, h in (
-            ("2d-navigation", "maml-trpo", -10.0, 1.0),
-            ("2d-navigation", "anil-trpo", -15.0, 1.5),
-            ("halfcheetah-vel", "maml-trpo", -100.0, 5.0),
-            ("halfcheetah-vel", "anil-trpo", -98.0, 1.0),
-        )
-    ]
-    frame = rl_comparison(pd.DataFrame(rows, columns=COLUMNS["table2_rl"]), steps=1).set_index("environment")
+    frame = rl_comparison(_returns_table(*NAV_BELOW_VEL_MATCHES), steps=1).set_index("environment")
     assert frame.loc["2D-Navigation", "verdict (ours)"] == BELOW
     assert frame.loc["2D-Navigation", "verdict (paper)"] == MATCHES
     assert frame.loc["HalfCheetah-Velocity", "verdict (ours)"] == MATCHES
     assert frame.loc["HalfCheetah-Velocity", "MAML (paper)"] == "-139.00 ± 18.90"
     assert frame.loc["2D-Navigation", "MAML (ours)"] == "-10.00 ± 1.00"
+
+
+def _rl_finding(tables):
+    return next(f for f in check_findings(tables) if f.table == "table2_rl")
+
+
+def test_the_finding_holds_where_anil_matches_maml_in_every_environment():
+    """The report's finding on Table 2 (RL): one check per environment, from our verdicts."""
+    finding = _rl_finding({"table2_rl": _returns_table(*NAV_BELOW_VEL_MATCHES)})
+    assert [(c.where, c.verdict) for c in finding.evidence] == [
+        ("2D-Navigation", FAILS),
+        ("HalfCheetah-Velocity", HOLDS),
+    ]
+    assert finding.verdict == FAILS and finding.evidence[0].numbers[("ours", "verdict")] == BELOW
+    matching = _returns_table(*NAV_BELOW_VEL_MATCHES[2:], ("2d-navigation", "maml-trpo", -10.0, 1.0))
+    matching = pd.concat([matching, _returns_table(("2d-navigation", "anil-trpo", -11.4, 1.5))])
+    assert _rl_finding({"table2_rl": matching}).verdict == HOLDS
+    missing = _rl_finding({})
+    assert missing.verdict == NOT_MEASURED and "table2_rl.csv" in missing.evidence[0].why
+
+
+def test_a_meta_rl_report_has_verdicts_only_on_the_meta_rl_finding():
+    tables = {"table2_rl": _returns_table(*NAV_BELOW_VEL_MATCHES)}
+    rl_only = studied_findings(tables, {"settings": {"rl": {"envs": []}, "settings": []}})
+    assert [f.table for f in rl_only] == ["table2_rl"]
+    assert "table2_rl" not in [f.table for f in studied_findings(tables, {"settings": {"settings": [{}]}})]
 
 
 # --------------------------------------------------------------------------- plans
