@@ -63,17 +63,23 @@ def estimated_condition(r: torch.Tensor) -> float:
     :data:`_POWER_STEPS` steps of block power iteration (``4`` vectors, a fixed start) on ``R'R``
     and on ``(R'R)^-1`` (two triangular solves a step), times the safety factor 2 (power
     iteration approaches both extremes from inside). Cost ``O(d^2)`` a step."""
-    rt = r.T.contiguous()  # products and solves with R' run several times faster on a copy
     start = torch.randn(r.shape[0], min(_POWER_BLOCK, r.shape[0]), generator=torch.Generator().manual_seed(0))
     big = small = _orthonormal(start.to(dtype=r.dtype, device=r.device))
     for _ in range(_POWER_STEPS):
-        big = _orthonormal(rt @ (r @ big))
+        big = _orthonormal(_thin_product(r.T, _thin_product(r, big)))
         small = _orthonormal(
-            torch.linalg.solve_triangular(r, torch.linalg.solve_triangular(rt, small, upper=False), upper=True)
+            torch.linalg.solve_triangular(r, torch.linalg.solve_triangular(r.T, small, upper=False), upper=True)
         )
-    top = torch.linalg.svdvals(r @ big)[0]
-    bottom_inverse = torch.linalg.svdvals(torch.linalg.solve_triangular(rt, small, upper=False))[0]
+    top = torch.linalg.svdvals(_thin_product(r, big))[0]
+    bottom_inverse = torch.linalg.svdvals(torch.linalg.solve_triangular(r.T, small, upper=False))[0]
     return _SAFETY * float(top * bottom_inverse)
+
+
+def _thin_product(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``a @ v`` for a square ``a`` and a few columns ``v``, as ``(v' a')'``: on the CPU this
+    orientation runs about twice as fast for either layout of ``a`` (``a`` or a transposed view;
+    measured at ``d = 512``), with no copy of ``a``."""
+    return (v.T @ a.T).T
 
 
 def error_bound(n: int, d: int, kx: float, ky: float, dtype: torch.dtype) -> float:
