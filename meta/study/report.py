@@ -157,10 +157,8 @@ def report_html(
 ) -> str:
     """The self-contained report as one HTML string: ``report_template.html`` filled in, with
     ``report.css`` inline and figures as base64 PNG; it links only to its own sections and to
-    ``preset.json`` in the folder."""
+    ``preset.json`` in the folder. ``findings``: the verdicts of :func:`studied_findings`."""
     sections = studied_sections(preset)
-    names = {section.name for section in sections}
-    findings = [f for f in findings if f.table in names]
     context = Context(tables, figures, findings)
     missing = "".join(f"<li><b>{esc(m['what'])}</b>: {esc(m['why'])}</li>" for m in paper.MISSING)
     return Template(_package_text("report_template.html")).substitute(

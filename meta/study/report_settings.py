@@ -20,7 +20,7 @@ import pandas as pd
 from meta.core.names import META_LEARNERS
 from meta.study.labels import join_words, label, measure_label
 from meta.study.report_blocks import Block, Bullets, Table, Text
-from meta.study.schema import BODY_REGIMES, COLUMNS, folder_of, ordered, setting_label
+from meta.study.schema import BODY_REGIMES, COLUMNS, RL_NAMES, folder_of, ordered, setting_label
 
 Run = Mapping[str, Any]
 
@@ -107,14 +107,14 @@ def _training_table(runs: Sequence[Run]) -> pd.DataFrame:
     return table.rename_axis("setting").reset_index().fillna("")
 
 
-def _measurement_table(settings: Mapping[str, Any], device: Any) -> pd.DataFrame:
-    """A row per measurement setting present: the few-shot study's (:data:`_MEASUREMENT`) where
-    the preset has few-shot settings, the meta-RL study's (:data:`_RL_MEASUREMENT`) where it has
-    ``rl``; the measures and the device."""
-    few_shot = bool(settings.get("settings", True))  # older preset.json files: few-shot only
+def _measurement_table(settings: Mapping[str, Any], device: Any, names: Sequence[str]) -> pd.DataFrame:
+    """A row per measurement setting present of the studies whose result files ``names`` (CSV
+    stems) the report holds: the few-shot study's (:data:`_MEASUREMENT`), the meta-RL study's
+    (:data:`_RL_MEASUREMENT`, from the preset's ``rl``); the measures and the device."""
+    few_shot = any(name not in RL_NAMES for name in names)
     rows = [(row, settings[key]) for row, key in _MEASUREMENT if few_shot and key in settings]
     rl = settings.get("rl")
-    if isinstance(rl, Mapping):
+    if isinstance(rl, Mapping) and any(name in RL_NAMES for name in names):
         rows += [(row, rl[key]) for row, key in _RL_MEASUREMENT if key in rl]
     if settings.get("measures"):
         rows.append(("similarity measures", join_words(measure_label(m) for m in settings["measures"])))
@@ -173,7 +173,7 @@ def settings_blocks(
         blocks.append(Table(_rl_training_table(rl_runs), "Meta-RL training, per environment (its MAML-TRPO run)"))
     settings = preset.get("settings")
     if isinstance(settings, Mapping):
-        blocks.append(Table(_measurement_table(settings, preset.get("device")), "Measurement"))
+        blocks.append(Table(_measurement_table(settings, preset.get("device"), names), "Measurement"))
     if preset.get("notes"):
         blocks.append(Bullets(tuple(str(note) for note in preset["notes"])))
     blocks.append(
