@@ -10,17 +10,19 @@ from a singular value decomposition (:func:`side_from_spectrum`). The in-memory 
 (:mod:`repsim.measures.streaming`, from co-moments) share these; the algorithm and its accuracy
 are described in :mod:`repsim.measures.canonical`.
 
-Imports: nothing of ``repsim`` (numpy and torch only).
+Imports: :mod:`repsim.measures.dense` only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import torch
+
+from repsim.measures.dense import gram_eigenvalues, left_gram_eigh, singular_values, solve_upper
 
 
 @dataclass(frozen=True)
@@ -47,30 +49,21 @@ class SideBasis:
     def times_w(self, m: torch.Tensor) -> torch.Tensor:
         """``m @ w`` (``m`` ``(p, d)``): a triangular solve for a triangular side."""
         if self.triangular:
-            return torch.linalg.solve_triangular(self.f, m, upper=True, left=False)
+            return solve_upper(self.f, m, left=False)
         return m @ self.w
 
     def w_t_times(self, m: torch.Tensor) -> torch.Tensor:
         """``w' @ m`` (``m`` ``(d, p)``): a triangular solve for a triangular side."""
         if self.triangular:
-            return torch.linalg.solve_triangular(self.f.T, m, upper=False)
+            return solve_upper(self.f, m, transpose=True)
         return self.w.T @ m
 
     def basis_t(self, c: torch.Tensor) -> torch.Tensor:
         """``Q'`` ``(k, n)`` for the side's centred data ``c`` ``(n, d)``: ``R^-T C'`` by a
         triangular solve (cheaper than the product with ``w``), else ``(C w)'``."""
         if self.triangular:
-            return torch.linalg.solve_triangular(self.f.T, c.T, upper=False)
+            return solve_upper(self.f, c.T, transpose=True)
         return (c @ self.w).T
-
-
-def singular_values(m: torch.Tensor) -> torch.Tensor:
-    """The singular values of ``m``, descending: LAPACK's ``gesvd`` on the CPU (the fastest
-    values-only driver there, measured), torch's elsewhere."""
-    if m.device.type != "cpu":
-        return torch.linalg.svdvals(m)
-    values = scipy.linalg.svd(m.numpy(), compute_uv=False, lapack_driver="gesvd", check_finite=False)
-    return torch.from_numpy(values).to(m.dtype)
 
 
 def certified_singular_values(m: torch.Tensor, budget: float, *, mean: bool = False) -> tuple[torch.Tensor, float]:
@@ -78,43 +71,70 @@ def certified_singular_values(m: torch.Tensor, budget: float, *, mean: bool = Fa
     correlations), descending, with a bound on their absolute errors (``mean``: on the error of
     their mean): ``(values, bound)``.
 
-    The cheap way where it is accurate to ``budget``: the eigenvalues ``lambda`` of the smaller
-    Gram matrix ``G = m'm`` (or ``m m'``), ``k = min(k1, k2)``; ``G`` costs a symmetric product
-    and its eigenvalues about a third of the singular value decomposition's time. Forming ``G``
-    and the symmetric eigensolver perturb every eigenvalue by at most (first order, with the
-    probabilistic bound of Higham & Mary 2019 for the sums of ``G``, as
-    :mod:`repsim.measures.canonical_gram`)::
-
-        dl = u (6 sqrt(k) sum(lambda) + k max(lambda)),       u the unit roundoff
-
-    so each singular value ``sqrt(lambda)`` is within
-    ``min(sqrt(dl), dl / (sqrt(lambda) + sqrt(max(lambda - dl, 0))))``. Where the largest of these
-    (``mean``: their mean) exceeds ``budget``, the values come from the singular value decomposition of ``m`` itself
-    (:func:`singular_values`, backward stable: within ``k u max(values)``).
+    The cheap way where it is accurate to ``budget``: the square roots of the eigenvalues of the
+    smaller Gram matrix ``G = m'm`` (or ``m m'``), within :func:`gram_value_errors`; ``G`` costs a
+    symmetric product and its eigenvalues about a third of the singular value decomposition's
+    time. Where the largest error (``mean``: their mean) exceeds ``budget``, the values come from
+    the singular value decomposition of ``m`` itself (:func:`singular_values`, backward stable:
+    within ``k u max(values)``, ``k = min(k1, k2)``).
     """
     k = min(m.shape)
-    u = torch.finfo(m.dtype).eps / 2
     if budget > 0 and k > 0:
-        lam = _gram_eigenvalues(m if m.shape[1] <= m.shape[0] else m.T).flip(0).clamp(min=0)
-        dl = u * (6 * k**0.5 * float(lam.sum()) + k * float(lam[0]))
-        values = lam.sqrt()
-        errors = (dl / (values + (lam - dl).clamp(min=0).sqrt())).clamp(max=dl**0.5)
-        bound = float(errors.mean() if mean else errors.max()) if dl > 0 else 0.0
+        lam = gram_eigenvalues(m if m.shape[1] <= m.shape[0] else m.T).flip(0)
+        values, errors = gram_value_errors(lam, max(m.shape))
+        bound = float(errors.mean() if mean else errors.max())
         if bound <= budget:
             return values, bound
     values = singular_values(m)
-    return values, k * u * float(values.max()) if k else 0.0
+    return values, svd_error(values, k)
 
 
-def _gram_eigenvalues(m: torch.Tensor) -> torch.Tensor:
-    """The eigenvalues of ``m'm`` ``(k, k)`` for ``m`` ``(j, k)``, ascending: on the CPU the
-    product by BLAS's symmetric update (numpy's ``syrk``) and LAPACK's values-only ``syevd``;
-    torch's elsewhere."""
-    if m.device.type != "cpu":
-        return torch.linalg.eigvalsh(m.T @ m)
-    a = m.numpy()
-    values = scipy.linalg.eigvalsh(a.T @ a, driver="evd", check_finite=False)
-    return torch.from_numpy(values).to(m.dtype)
+def certified_left_singular(
+    m: torch.Tensor, budget: float, weigh: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The ``k = min(k1, k2)`` largest singular values ``s`` of ``m`` ``(k1, k2)`` (descending),
+    weights ``w = weigh(P)`` ``(k,)`` of their left singular vectors ``P`` ``(k1, k)`` (summing to
+    1), and a bound on the error of the weighted mean ``w's``: ``(s, w, bound)``.
+
+    From the eigendecomposition of ``G = m m'`` (LAPACK's ``syevd`` on the CPU, less than half the
+    SVD's time: ``benchmarks/bench_dense.py``) where the weighted value errors of :func:`gram_value_errors`,
+    ``sum_i w_i e_i``, stay within ``budget``; else from the SVD of ``m`` (every value within
+    :func:`svd_error`)."""
+    k = min(m.shape)
+    if budget > 0 and k > 0:
+        lam, vectors = left_gram_eigh(m)
+        values, errors = gram_value_errors(lam, m.shape[1])
+        weights = weigh(vectors[:, :k])
+        bound = float(weights @ errors[:k])
+        if bound <= budget:
+            return values[:k], weights, bound
+    p, values, _ = torch.linalg.svd(m, full_matrices=False)
+    return values, weigh(p), svd_error(values, k)
+
+
+def gram_value_errors(lam: torch.Tensor, inner: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sqrt(lambda)`` and a bound on each one's error, for the computed eigenvalues ``lambda``
+    ``(j,)`` (descending) of a Gram matrix ``G = a a'`` ``(j, j)`` whose entries sum ``inner``
+    products. Forming ``G`` and the symmetric eigensolver perturb every eigenvalue by at most
+    (first order, with the probabilistic bound of Higham & Mary 2019 for the sums of ``G``, as
+    :mod:`repsim.measures.canonical_gram`; ``u`` the unit roundoff)::
+
+        dl = u (6 sqrt(inner) sum(lambda) + j max(lambda))
+
+    so each ``sqrt(lambda)`` is within ``min(sqrt(dl), dl / (sqrt(lambda) + sqrt(max(lambda -
+    dl, 0))))`` of the exact singular value of ``a``."""
+    lam = lam.clamp(min=0)
+    u = torch.finfo(lam.dtype).eps / 2
+    dl = u * (6 * inner**0.5 * float(lam.sum()) + lam.shape[0] * float(lam[0]))
+    values = lam.sqrt()
+    if dl == 0:
+        return values, torch.zeros_like(values)
+    return values, (dl / (values + (lam - dl).clamp(min=0).sqrt())).clamp(max=dl**0.5)
+
+
+def svd_error(values: torch.Tensor, k: int) -> float:
+    """The SVD's backward-stable error bound on ``k`` singular values: ``k u max(values)``."""
+    return k * torch.finfo(values.dtype).eps / 2 * float(values.max()) if k else 0.0
 
 
 def default_rtol(n: int, d: int, dtype: torch.dtype, source_eps: float = 0.0) -> float:
@@ -137,7 +157,7 @@ def certified_full_rank(r: torch.Tensor, rtol: float, rounding_unit: float) -> S
     """The side ``w = R^-1``, ``f = R`` if every singular value of square ``R`` is certainly above
     ``rtol * s_max`` (``||R||_F ||R^-1||_F < 1/(2 rtol)``), else ``None``."""
     eye = torch.eye(r.shape[0], dtype=r.dtype, device=r.device)
-    w = torch.linalg.solve_triangular(r, eye, upper=True)
+    w = solve_upper(r, eye)
     cond = float(torch.linalg.matrix_norm(w) * torch.linalg.matrix_norm(r))
     if not 2 * rtol * cond < 1:  # also catches inf / nan from an exactly singular R
         return None

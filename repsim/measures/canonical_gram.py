@@ -31,7 +31,8 @@ The streaming accumulators have only the co-moments. Where the Cholesky route is
 take it (same bound); elsewhere they whiten each side by the eigendecomposition of its co-moment
 matrix with rank truncation (``route="eigh"``), whose error bound ``max(n, d) u k^2`` they report.
 
-Imports: :mod:`repsim.measures.canonical_bases` and :mod:`repsim.measures.kept_directions` only.
+Imports: :mod:`repsim.measures.canonical_bases`, :mod:`repsim.measures.dense` and
+:mod:`repsim.measures.kept_directions` only.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from repsim.measures.canonical_bases import SideBasis, default_rtol, side_from_spectrum
+from repsim.measures.dense import cholesky_upper, solve_upper
 from repsim.measures.kept_directions import KeptTriangularSide, kept_triangular_side
 
 __all__ = ["CHEAP_ROUTE_MAX_ERROR", "GramProblem", "certified_cholesky", "estimated_condition"]
@@ -67,11 +69,9 @@ def estimated_condition(r: torch.Tensor) -> float:
     big = small = _orthonormal(start.to(dtype=r.dtype, device=r.device))
     for _ in range(_POWER_STEPS):
         big = _orthonormal(_thin_product(r.T, _thin_product(r, big)))
-        small = _orthonormal(
-            torch.linalg.solve_triangular(r, torch.linalg.solve_triangular(r.T, small, upper=False), upper=True)
-        )
+        small = _orthonormal(solve_upper(r, solve_upper(r, small, transpose=True)))
     top = torch.linalg.svdvals(_thin_product(r, big))[0]
-    bottom_inverse = torch.linalg.svdvals(torch.linalg.solve_triangular(r.T, small, upper=False))[0]
+    bottom_inverse = torch.linalg.svdvals(solve_upper(r, small, transpose=True))[0]
     return _SAFETY * float(top * bottom_inverse)
 
 
@@ -103,13 +103,9 @@ class CholeskyFactors:
 def certified_cholesky(n: int, sxx: torch.Tensor, syy: torch.Tensor) -> CholeskyFactors | None:
     """The factors and their bound, or ``None`` when a Gram matrix is not positive definite in
     floating point (then the Cholesky route does not apply)."""
-    factors = []
-    for s in (sxx, syy):
-        lower, info = torch.linalg.cholesky_ex(s)
-        if int(info) != 0 or not bool(torch.isfinite(lower).all()):
-            return None
-        factors.append(lower.T)
-    rx, ry = factors
+    rx, ry = cholesky_upper(sxx), cholesky_upper(syy)
+    if rx is None or ry is None:
+        return None
     kx, ky = estimated_condition(rx), estimated_condition(ry)
     return CholeskyFactors(rx, ry, (kx, ky), error_bound(n, max(rx.shape[0], ry.shape[0]), kx, ky, sxx.dtype))
 

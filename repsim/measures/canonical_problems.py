@@ -11,6 +11,7 @@ only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,11 +21,13 @@ import torch
 from repsim.measures.canonical_bases import (
     SideBasis,
     certified_full_rank,
+    certified_left_singular,
     certified_singular_values,
     check_keep,
     check_rtol,
     default_rtol,
     side_from_spectrum,
+    svd_error,
 )
 from repsim.measures.canonical_gram import (
     CHEAP_ROUTE_MAX_ERROR,
@@ -168,37 +171,51 @@ def _check_not_trivial(dims_x: int, dims_y: int, n: int, *, what: str = "rank") 
 
 @dataclass(frozen=True)
 class _Correlations:
-    """Canonical correlations ``rho`` (descending), with ``vectors`` the singular vectors ``p``
-    ``(kx, k)`` and ``qh`` ``(k, ky)`` of ``Qx'Qy = P diag(rho) Qh``, and ``error``: the bound on
-    every coefficient's error, or on their mean's (the bases' rounding plus the singular
-    values')."""
+    """Canonical correlations ``rho`` (descending) and ``error``: the bound on every
+    coefficient's error, or on their mean's, or on the weighted mean ``weights @ rho``'s (the
+    bases' rounding plus the singular values'). With ``weights``: PWCCA's weights from X's
+    canonical variates; ``qh`` ``(k, ky)``: the right singular vectors of ``Qx'Qy`` (for the
+    weights from Y)."""
 
     rho: torch.Tensor
-    p: torch.Tensor | None
-    qh: torch.Tensor | None
     error: float
+    weights: torch.Tensor | None = None
+    qh: torch.Tensor | None = None
 
 
 def _correlations(
-    problem: _Problem, side_x: SideBasis, side_y: SideBasis, *, vectors: bool = False, mean: bool = False
+    problem: _Problem,
+    side_x: SideBasis,
+    side_y: SideBasis,
+    *,
+    mean: bool = False,
+    weigh: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    symmetric: bool = False,
 ) -> _Correlations:
-    """The canonical correlations of two sides: the singular values of ``Qx'Qy``, by the
-    eigenvalues of its Gram matrix where that keeps the total error (``mean``: of their mean)
-    within :data:`~repsim.measures.canonical_gram.CHEAP_ROUTE_MAX_ERROR`
-    (:func:`~repsim.measures.canonical_bases.certified_singular_values`), else by its SVD."""
+    """The canonical correlations of two sides: the singular values of ``M = Qx'Qy``, within
+    :data:`~repsim.measures.canonical_gram.CHEAP_ROUTE_MAX_ERROR` with the bases' rounding.
+
+    - Values alone: from the eigenvalues of ``M``'s Gram matrix where that keeps every error
+      (``mean``: their mean) within budget, else by its SVD
+      (:func:`~repsim.measures.canonical_bases.certified_singular_values`).
+    - ``weigh`` (PWCCA): with the weights ``weigh(P)`` of the left singular vectors ``P``, from
+      the eigendecomposition of ``M M'`` where the weighted mean's error stays within budget,
+      else by the SVD (:func:`~repsim.measures.canonical_bases.certified_left_singular`); where
+      ``symmetric``, by the SVD, which also gives the right vectors.
+    """
     m = problem.cross(side_x, side_y)
     rounding = side_x.rounding + side_y.rounding
-    if vectors:
+    budget = CHEAP_ROUTE_MAX_ERROR - rounding
+    weights = qh = None
+    if weigh is None:
+        rho, values_error = certified_singular_values(m, budget, mean=mean)
+    elif symmetric:
         p, rho, qh = torch.linalg.svd(m, full_matrices=False)
-        error = rounding + min(m.shape) * torch.finfo(m.dtype).eps * float(rho.max())
+        weights, values_error = weigh(p), svd_error(rho, min(m.shape))
     else:
-        (rho, values_error), p, qh = (
-            certified_singular_values(m, CHEAP_ROUTE_MAX_ERROR - rounding, mean=mean),
-            None,
-            None,
-        )
-        error = rounding + values_error
-    return _Correlations(_clip_rounding(rho, error), p, qh, error)
+        rho, weights, values_error = certified_left_singular(m, budget, weigh)
+    error = rounding + values_error
+    return _Correlations(_clip_rounding(rho, error), error, weights, qh)
 
 
 def _details(problem: _Problem, side_x: SideBasis, side_y: SideBasis, found: _Correlations) -> dict[str, Any]:
@@ -342,13 +359,12 @@ def pwcca_of(
     check_rtol(rtol)
     side_x, side_y = problem.side(0, rtol, None), problem.side(1, rtol, None)
     _check_not_trivial(side_x.rank, side_y.rank, problem.n)
-    found = _correlations(problem, side_x, side_y, vectors=True)
-    rho, p, qh = found.rho, found.p, found.qh
-    from_x = float(projection_weights(p, side_x.f) @ rho)
+    found = _correlations(problem, side_x, side_y, weigh=lambda p: projection_weights(p, side_x.f), symmetric=symmetric)
+    from_x = float(found.weights @ found.rho)
     details: dict[str, Any] = {"weights_from": "X"}
     value = from_x
     if symmetric:
-        from_y = float(projection_weights(qh.T, side_y.f) @ rho)
+        from_y = float(projection_weights(found.qh.T, side_y.f) @ found.rho)
         value = 0.5 * (from_x + from_y)
         details = {"weights_from": "mean of X and Y", "pwcca_x": from_x, "pwcca_y": from_y}
     return Similarity(

@@ -23,7 +23,7 @@ each factor applied as triangular solves and ``b`` Householder reflections (LAPA
 the full eigendecomposition route to rounding (tested), and the error bound of the Cholesky route
 is unchanged: it holds for any orthonormal ``U``.
 
-Imports: :mod:`repsim.measures.canonical_bases` only.
+Imports: :mod:`repsim.measures.canonical_bases` and :mod:`repsim.measures.dense` only.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import torch
 from scipy.linalg import lapack
 
 from repsim.measures.canonical_bases import SideBasis, svcca_dims
+from repsim.measures.dense import apply_reflectors, check_info, householder_qr, solve_upper
 
 __all__ = ["KeptTriangularSide", "TridiagonalSpectrum", "kept_triangular_side", "tridiagonal_spectrum"]
 
@@ -53,13 +54,31 @@ class TridiagonalSpectrum:
 
     def lowest_eigenvectors(self, count: int) -> np.ndarray:
         """The eigenvectors ``(d, count)`` of ``S`` of its ``count`` smallest eigenvalues: inverse
-        iteration on ``T`` (``stebz`` + ``stein``, reorthogonalised within clusters), then ``H``."""
-        _, vectors = scipy.linalg.eigh_tridiagonal(
-            self.diagonal, self.off_diagonal, select="i", select_range=(0, count - 1), check_finite=False
-        )
+        iteration on ``T`` (``stein``, reorthogonalised within clusters) from the eigenvalues
+        already computed where ``T`` does not split (else from ``stebz``'s, which tell the
+        blocks apart), then ``H``."""
+        d = self.diagonal.shape[0]
+        if _splits(self.diagonal, self.off_diagonal):
+            _, vectors = scipy.linalg.eigh_tridiagonal(
+                self.diagonal, self.off_diagonal, select="i", select_range=(0, count - 1), check_finite=False
+            )
+        else:
+            stein = lapack.get_lapack_funcs("stein", (self.diagonal,))
+            one_block, split = np.ones(d, np.int32), np.full(d, d, np.int32)
+            vectors, info = stein(self.diagonal, self.off_diagonal, self.eigenvalues[:count], one_block, split)
+            if info != 0:
+                raise np.linalg.LinAlgError(f"LAPACK stein: {info} eigenvectors did not converge")
         # H = diag(1, H1), H1 the product of the reflectors stored below the subdiagonal (LAPACK ormtr, lower)
-        vectors[1:] = _apply_reflectors(self.reflectors[1:, :-1], self.tau, vectors[1:], side="L", transpose=False)
+        vectors[1:] = apply_reflectors(self.reflectors[1:, :-1], self.tau, vectors[1:], side="L", transpose=False)
         return vectors
+
+
+def _splits(diagonal: np.ndarray, off_diagonal: np.ndarray) -> bool:
+    """Whether the tridiagonal ``T`` splits into blocks by LAPACK ``stebz``'s rule:
+    ``e_j^2 <= ulp^2 |d_j d_(j+1)| + safe_min`` for some off-diagonal ``e_j``."""
+    info = np.finfo(diagonal.dtype)
+    products = np.abs(diagonal[:-1] * diagonal[1:]) * info.eps**2 + info.tiny
+    return bool((off_diagonal * off_diagonal <= products).any())
 
 
 def tridiagonal_spectrum(s: np.ndarray) -> TridiagonalSpectrum:
@@ -67,27 +86,9 @@ def tridiagonal_spectrum(s: np.ndarray) -> TridiagonalSpectrum:
     sytrd, sytrd_lwork = lapack.get_lapack_funcs(("sytrd", "sytrd_lwork"), (s,))
     lwork, _ = sytrd_lwork(s.shape[0], lower=1)
     reflectors, diagonal, off_diagonal, tau, info = sytrd(s, lower=1, lwork=int(lwork))
-    _check_info("sytrd", info)
+    check_info("sytrd", info)
     eigenvalues = scipy.linalg.eigvalsh_tridiagonal(diagonal, off_diagonal, check_finite=False)
     return TridiagonalSpectrum(reflectors, tau, diagonal, off_diagonal, eigenvalues)
-
-
-def _apply_reflectors(
-    reflectors: np.ndarray, tau: np.ndarray, c: np.ndarray, *, side: str, transpose: bool
-) -> np.ndarray:
-    """``H c``, ``H' c`` (``side="L"``) or ``c H``, ``c H'`` (``"R"``) for ``H`` the product of the
-    Householder reflectors stored by ``geqrf``/``sytrd`` in ``reflectors`` ``(m, len(tau))``
-    (LAPACK ``ormqr``)."""
-    ormqr = lapack.get_lapack_funcs("ormqr", (reflectors, c))
-    width = c.shape[1] if side == "L" else c.shape[0]
-    out, _, info = ormqr(side, "T" if transpose else "N", reflectors, tau, c, lwork=max(1, 64 * width))
-    _check_info("ormqr", info)
-    return out
-
-
-def _check_info(routine: str, info: int) -> None:
-    if info != 0:
-        raise FloatingPointError(f"LAPACK {routine} failed (info={info})")
 
 
 @dataclass(frozen=True)
@@ -110,16 +111,16 @@ class KeptTriangularSide:
 
     def w_t_times(self, m: torch.Tensor) -> torch.Tensor:
         """``U' R^-T m`` ``(k, p)`` for ``m`` ``(d, p)``."""
-        z = torch.linalg.solve_triangular(self.r.T, m, upper=False).numpy()
+        z = solve_upper(self.r, m, transpose=True).numpy()
         return torch.from_numpy(
-            _apply_reflectors(self.reflectors, self.tau, z, side="L", transpose=True)[self.tau.shape[0] :]
+            apply_reflectors(self.reflectors, self.tau, z, side="L", transpose=True)[self.tau.shape[0] :]
         )
 
     def times_w(self, m: torch.Tensor) -> torch.Tensor:
         """``m R^-1 U`` ``(p, k)`` for ``m`` ``(p, d)``."""
-        z = torch.linalg.solve_triangular(self.r, m, upper=True, left=False).numpy()
+        z = solve_upper(self.r, m, left=False).numpy()
         return torch.from_numpy(
-            _apply_reflectors(self.reflectors, self.tau, z, side="R", transpose=False)[:, self.tau.shape[0] :]
+            apply_reflectors(self.reflectors, self.tau, z, side="R", transpose=False)[:, self.tau.shape[0] :]
         )
 
 
@@ -146,14 +147,6 @@ def kept_triangular_side(
         directions = torch.from_numpy(spectrum.lowest_eigenvectors(dropped))
     except np.linalg.LinAlgError:  # inverse iteration did not converge: every eigenvector instead
         return None
-    complement = torch.linalg.solve_triangular(r.T, directions, upper=False).numpy()
-    reflectors, tau = _householder_qr(complement)
+    complement = solve_upper(r, directions, transpose=True).numpy()
+    reflectors, tau = householder_qr(complement)
     return KeptTriangularSide(r, reflectors, tau, d, rounding)
-
-
-def _householder_qr(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``geqrf`` of ``b`` ``(d, m)``, ``m >= 1``: the reflectors (in ``b``'s shape) and ``tau``."""
-    geqrf = lapack.get_lapack_funcs("geqrf", (b,))
-    reflectors, tau, _, info = geqrf(b, lwork=max(1, 64 * b.shape[1]))
-    _check_info("geqrf", info)
-    return reflectors, tau

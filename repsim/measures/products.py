@@ -104,6 +104,22 @@ def _blocks(n: int, rows: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+#: Fewest rows per column that make blocks of unshifted data pay (measured, ``benchmarks/README.md``).
+MIN_BLOCK_ROWS_PER_COLUMN = 8
+
+
+def _rows_per_block(n: int, d: int, *, shifted: bool) -> int:
+    """Rows per block of :func:`shifted_products` for ``n`` rows of at most ``d`` columns. A
+    shifted side needs blocks (its shifted copy lives in a buffer in cache). Unshifted data are
+    blocked only where a block has at least :data:`MIN_BLOCK_ROWS_PER_COLUMN` rows per column:
+    each block adds ``d x d`` partial products, which at fewer rows cost more than the column
+    sums (and row norms) that blocks take from the cache; elsewhere the data are multiplied
+    whole."""
+    rows = min(ROWS_PER_BLOCK, n)
+    block = n // len(_blocks(n, rows))
+    return rows if shifted or block >= MIN_BLOCK_ROWS_PER_COLUMN * d else n
+
+
 def _wrap(n, mean_x, mean_y, sxx, syy, sxy, norms) -> CentredProducts:
     as_torch = torch.from_numpy
     sums = None if norms is None else tuple(float(v) for v in norms)
@@ -182,7 +198,7 @@ def shifted_products(xn: np.ndarray, yn: np.ndarray, *, row_norms: bool = False)
     if not all(np.isfinite(sample).all() for sample in samples):
         return None
     shifts = [_side_shift(sample) for sample in samples]
-    rows = min(ROWS_PER_BLOCK, n)
+    rows = _rows_per_block(n, max(xn.shape[1], yn.shape[1]), shifted=any(s is not None for s in shifts))
     buffers = [None if s is None else np.empty((rows, data.shape[1]), dtype) for s, data in zip(shifts, (xn, yn))]
     ones = np.ones(rows, dtype)
     sums = None  # [Cxx, Cyy, Cxy, 1'c, 1'e], from the first block on

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from repsim.measures import products
-from repsim.measures.canonical_bases import certified_singular_values, singular_values
+from repsim.measures.canonical_bases import certified_left_singular, certified_singular_values
+from repsim.measures.dense import singular_values
 
 
 def exact_centred_products(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -44,6 +45,27 @@ def test_one_pass_equals_exact_centring(offset, sort):
     assert found is not None
     assert max(relative_errors(found, exact_centred_products(x, y))) < 1e-14
     np.testing.assert_allclose(found.mean_x.numpy(), x.mean(axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_wide_data_are_multiplied_whole_unless_shifted_and_equal_blocks(monkeypatch, offset):
+    """700 rows of 100 columns: two blocks would hold 3.5 rows per column, so unshifted data are
+    multiplied whole; a shifted side is still blocked. Both equal the exact products, and the
+    blocked products of the same data."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((700, 100)) + offset
+    y = np.maximum(x[:, :30] @ rng.standard_normal((30, 80)), 0.0)
+    monkeypatch.setattr(products, "ROWS_PER_BLOCK", 350)
+    assert products._rows_per_block(700, 100, shifted=False) == 700
+    assert products._rows_per_block(700, 100, shifted=True) == 350
+    assert products._rows_per_block(700, 40, shifted=False) == 350  # 8.75 rows per column
+    exact = exact_centred_products(x, y)
+    whole = products.shifted_products(x, y)
+    assert max(relative_errors(whole, exact)) < 1e-14
+    monkeypatch.setattr(products, "MIN_BLOCK_ROWS_PER_COLUMN", 0)
+    blocked = products.shifted_products(x, y)
+    assert max(relative_errors(blocked, exact)) < 1e-14
+    np.testing.assert_allclose(blocked.sxy.numpy(), whole.sxy.numpy(), rtol=0, atol=1e-12 * float(exact[2].max()))
 
 
 def test_data_with_a_small_mean_are_not_copied_and_a_large_mean_is_shifted():
@@ -100,6 +122,52 @@ def test_a_tiny_singular_value_takes_the_svd_unless_only_the_mean_matters():
     assert np.abs(each.numpy() - values).max() <= bound
     mean, mean_bound = certified_singular_values(m, 1e-10, mean=True)
     assert mean_bound <= 1e-10 and abs(float(mean.mean()) - values.mean()) <= mean_bound
+
+
+def weights_of(f: torch.Tensor):
+    """PWCCA's weights of left singular vectors ``p``: ``|p' f|`` summed over columns, normalised."""
+
+    def weigh(p: torch.Tensor) -> torch.Tensor:
+        alpha = (p.T @ f).abs().sum(dim=1)
+        return alpha / alpha.sum()
+
+    return weigh
+
+
+def test_left_singular_vectors_from_the_gram_matrix_give_the_svds_weights_within_the_bound():
+    rng = np.random.default_rng(7)
+    values = np.linspace(0.95, 0.05, 40)
+    m = canonical_like(rng, values, 60).T.contiguous()  # (40, 60): 40 left vectors
+    weigh = weights_of(torch.from_numpy(rng.standard_normal((40, 25))))
+    found, weights, bound = certified_left_singular(m, 1e-10, weigh)
+    assert bound < 1e-12  # the eigendecomposition of m m' was certified
+    assert abs(float(weights @ found) - float(weights.numpy() @ values)) <= bound
+    svd_values, svd_weights, svd_bound = certified_left_singular(m, 0.0, weigh)  # no budget: the SVD
+    np.testing.assert_allclose(found.numpy(), svd_values.numpy(), atol=2 * bound)
+    np.testing.assert_allclose(weights.numpy(), svd_weights.numpy(), atol=1e-12)
+    assert svd_bound == pytest.approx(40 * np.finfo(float).eps / 2 * 0.95, rel=1e-6)
+
+
+@pytest.mark.parametrize("weight_on_tiny", [True, False])
+def test_a_tiny_singular_value_takes_the_svd_only_where_its_weight_counts(weight_on_tiny):
+    """A singular value of 1e-7 from the Gram matrix errs by up to 1e-9: PWCCA's weighted mean is
+    certified only where that value's weight is small."""
+    rng = np.random.default_rng(8)
+    values = np.concatenate([np.linspace(0.9, 0.1, 30), [1e-7]])
+    u, _ = np.linalg.qr(rng.standard_normal((31, 31)))
+    v, _ = np.linalg.qr(rng.standard_normal((31, 31)))
+    m = torch.from_numpy((u * values) @ v.T)
+    # weights from f = U diag(g): the i-th left vector weighs g_i
+    g = np.full(31, 1.0)
+    g[-1] = 1e3 if weight_on_tiny else 1e-3
+    found, weights, bound = certified_left_singular(m, 1e-10, weights_of(torch.from_numpy(u * g)))
+    np.testing.assert_allclose(weights.numpy(), g / g.sum(), atol=1e-9)
+    assert abs(float(weights @ found) - float(weights.numpy() @ values)) <= bound <= 1e-10
+    svd = singular_values(m).numpy()
+    if weight_on_tiny:
+        np.testing.assert_allclose(found.numpy(), svd, rtol=0, atol=1e-15)  # the SVD's own values
+    else:
+        assert abs(float(found[-1]) - svd[-1]) > 1e-12  # the Gram matrix's, inaccurate but light
 
 
 def exact_row_norm_sums(x: np.ndarray, y: np.ndarray) -> np.ndarray:
