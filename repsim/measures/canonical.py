@@ -14,11 +14,15 @@ matrices ``Xc'Xc``, ``Yc'Yc``, ``Xc'Yc`` and their Cholesky factors
 taken only where a bound computed from the factors certifies every coefficient to ``1e-10``.
 Elsewhere (ill-conditioned sides, fewer than two datapoints per neuron) they come from the QR
 route below, whose error grows like ``eps cond`` instead of ``eps cond^2``. On either route the
-coefficients are the singular values of a small matrix ``Qx'Qy``, taken from the eigenvalues of
-its Gram matrix (a third of the SVD's time) where those are certified to the same accuracy, else
-from its SVD (:func:`~repsim.measures.canonical_bases.certified_singular_values`). ``.details``
-names the route (``"cholesky"`` or ``"qr"``) and its ``error_bound``: on every coefficient for
-:func:`cca` and :func:`pwcca`, on the value (a mean) for :func:`mean_cca` and :func:`svcca`.
+coefficients are the singular values of a small matrix ``M = Qx'Qy``, taken from the eigenvalues
+of its Gram matrix (a third of the SVD's time) where those are certified to the same accuracy,
+else from its SVD (:func:`~repsim.measures.canonical_bases.certified_singular_values`); PWCCA's
+left singular vectors come from the eigendecomposition of ``M M'`` (less than half the SVD's
+time) where its weighted mean is so certified, else from the SVD
+(:func:`~repsim.measures.canonical_bases.certified_left_singular`). ``.details`` names the route
+(``"cholesky"`` or ``"qr"``) and its ``error_bound``: on every coefficient for :func:`cca`, on the
+value (a mean, or PWCCA's weighted mean of the coefficients, its weights as computed) for
+:func:`mean_cca`, :func:`svcca` and :func:`pwcca`.
 Every side is scaled by a power of two before anything is summed
 (:func:`repsim.measures.inputs.centre`), so the values at magnitudes ``1e-300`` and ``1e300``
 are those at 1.

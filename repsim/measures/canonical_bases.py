@@ -97,9 +97,10 @@ def certified_left_singular(
     1), and a bound on the error of the weighted mean ``w's``: ``(s, w, bound)``.
 
     From the eigendecomposition of ``G = m m'`` (LAPACK's ``syevd`` on the CPU, less than half the
-    SVD's time: ``benchmarks/bench_dense.py``) where the weighted value errors of :func:`gram_value_errors`,
-    ``sum_i w_i e_i``, stay within ``budget``; else from the SVD of ``m`` (every value within
-    :func:`svd_error`)."""
+    SVD's time: ``benchmarks/bench_dense.py``) where the weighted errors of the values
+    (:func:`gram_value_errors`), ``sum_i w_i e_i``, stay within ``budget``; else from the SVD of
+    ``m`` (every value within :func:`svd_error`). The bound covers the values, the weights as
+    computed (as on the SVD's route)."""
     k = min(m.shape)
     if budget > 0 and k > 0:
         lam, vectors = left_gram_eigh(m)

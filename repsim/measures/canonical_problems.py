@@ -5,8 +5,8 @@ and the streaming accumulators share them). The algorithms, their routes and err
 described in :mod:`repsim.measures.canonical`.
 
 Imports: :mod:`repsim.measures.canonical_bases`, :mod:`repsim.measures.canonical_gram`,
-:mod:`repsim.measures.inputs`, :mod:`repsim.measures.products` and :mod:`repsim.measures.result`
-only.
+:mod:`repsim.measures.dense`, :mod:`repsim.measures.inputs`, :mod:`repsim.measures.products` and
+:mod:`repsim.measures.result` only.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from repsim.measures.canonical_gram import (
     GramProblem,
     certified_cholesky,
 )
+from repsim.measures.dense import times_upper
 from repsim.measures.inputs import as_pair, centre, finite_max_abs, normalising_exponent, shares_memory, source_eps
 from repsim.measures.products import centred_products, is_constant
 from repsim.measures.result import Similarity
@@ -336,14 +337,16 @@ def svcca_of(
     )
 
 
-def projection_weights(vectors: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+def projection_weights(vectors: torch.Tensor, side: SideBasis) -> torch.Tensor:
     """Morcos et al.'s weights ``alpha_i = sum_j |<h_i, x_j>|``, normalised to sum 1.
 
     ``vectors`` ``(kx, k)`` are the canonical directions in the side's orthonormal basis ``Q``
     (so ``H = Q vectors`` are unit-norm canonical variates) and ``f = Q' Xc`` ``(kx, dx)``, so
-    ``H' Xc = vectors' f`` ``(k, dx)`` holds every ``<h_i, x_j>`` without any ``n``-sized product.
+    ``H' Xc = vectors' f`` ``(k, dx)`` holds every ``<h_i, x_j>`` without any ``n``-sized product
+    (a triangular product where ``f`` is the side's triangular factor).
     """
-    alpha = (vectors.T @ f).abs().sum(dim=1)
+    product = times_upper(vectors.T, side.f) if side.triangular else vectors.T @ side.f
+    alpha = product.abs().sum(dim=1)
     return alpha / alpha.sum()
 
 
@@ -359,12 +362,12 @@ def pwcca_of(
     check_rtol(rtol)
     side_x, side_y = problem.side(0, rtol, None), problem.side(1, rtol, None)
     _check_not_trivial(side_x.rank, side_y.rank, problem.n)
-    found = _correlations(problem, side_x, side_y, weigh=lambda p: projection_weights(p, side_x.f), symmetric=symmetric)
+    found = _correlations(problem, side_x, side_y, weigh=lambda p: projection_weights(p, side_x), symmetric=symmetric)
     from_x = float(found.weights @ found.rho)
     details: dict[str, Any] = {"weights_from": "X"}
     value = from_x
     if symmetric:
-        from_y = float(projection_weights(found.qh.T, side_y.f) @ found.rho)
+        from_y = float(projection_weights(found.qh.T, side_y) @ found.rho)
         value = 0.5 * (from_x + from_y)
         details = {"weights_from": "mean of X and Y", "pwcca_x": from_x, "pwcca_y": from_y}
     return Similarity(

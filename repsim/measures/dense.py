@@ -10,6 +10,7 @@ LAPACK lacks) and tensors that need gradients go to torch.
 Formulas, with ``R`` upper triangular ``(d, d)`` and ``op(R)`` ``R`` or ``R'``:
 
 - :func:`solve_upper`: ``op(R)^-1 M`` or ``M op(R)^-1`` (BLAS ``trsm``, no copy of ``R``);
+- :func:`times_upper`: ``M R`` (BLAS ``trmm``);
 - :func:`cholesky_upper`: ``R`` with ``S = R'R`` (LAPACK ``potrf``), or ``None``;
 - :func:`singular_values`: ``svd(M)``'s values (``gesvd``);
 - :func:`gram_eigenvalues`: the eigenvalues of ``M'M`` (``syrk`` + ``syevd``);
@@ -35,6 +36,7 @@ __all__ = [
     "left_gram_eigh",
     "singular_values",
     "solve_upper",
+    "times_upper",
 ]
 
 _LAPACK_DTYPES = (torch.float32, torch.float64)
@@ -47,20 +49,34 @@ def _on_lapack(*tensors: torch.Tensor) -> bool:
 
 def solve_upper(r: torch.Tensor, m: torch.Tensor, *, transpose: bool = False, left: bool = True) -> torch.Tensor:
     """``op(R)^-1 M`` (``left``) or ``M op(R)^-1`` for ``R`` ``(d, d)`` upper triangular and
-    ``op(R) = R'`` where ``transpose``, else ``R``. On the CPU, BLAS ``trsm`` on Fortran-order
-    views: a row-major ``R`` is the column-major ``R'`` (lower), and a row-major ``M`` turns the
-    equation around (``op(R) X = M`` is ``X' op(R)' = M'``), so neither is copied but once."""
+    ``op(R) = R'`` where ``transpose``, else ``R`` (BLAS ``trsm`` on the CPU)."""
     if not _on_lapack(r, m):
         a = r.T if transpose else r
         return torch.linalg.solve_triangular(a, m, upper=not transpose, left=left)
+    return _triangular_blas("trsm", r, m, transpose=transpose, left=left)
+
+
+def times_upper(m: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``M R`` for ``R`` ``(d, d)`` upper triangular and ``M`` ``(p, d)`` (BLAS ``trmm`` on the
+    CPU: half a general product's work)."""
+    if not _on_lapack(r, m):
+        return m @ r
+    return _triangular_blas("trmm", r, m, transpose=False, left=False)
+
+
+def _triangular_blas(routine: str, r: torch.Tensor, m: torch.Tensor, *, transpose: bool, left: bool) -> torch.Tensor:
+    """BLAS ``trsm`` (``op(R)^-1`` applied) or ``trmm`` (``op(R)`` applied) to ``M`` from the left
+    or right, on Fortran-order views: a row-major ``R`` is the column-major ``R'`` (lower), and a
+    row-major ``M`` turns the equation around (``op(R) X = M`` is ``X' op(R)' = M'``), so ``R`` is
+    never copied and ``M`` once (BLAS writes the result over its copy)."""
     a, b, lower = r.numpy(), m.numpy(), False
     if not a.flags.f_contiguous:
         a, lower, transpose = a.T, True, not transpose
     flipped = not b.flags.f_contiguous
     if flipped:
         b, left, transpose = b.T, not left, not transpose
-    trsm = blas.get_blas_funcs("trsm", (a, b))
-    x = trsm(1.0, a, b, side=0 if left else 1, lower=int(lower), trans_a=int(transpose))
+    function = blas.get_blas_funcs(routine, (a, b))
+    x = function(1.0, a, b, side=0 if left else 1, lower=int(lower), trans_a=int(transpose))
     return torch.from_numpy(x.T if flipped else x)
 
 
@@ -92,7 +108,7 @@ def gram_eigenvalues(m: torch.Tensor) -> torch.Tensor:
     if not _on_lapack(m):
         return torch.linalg.eigvalsh(m.T @ m)
     a = m.numpy()
-    return torch.from_numpy(scipy.linalg.eigvalsh(a.T @ a, driver="evd", check_finite=False))
+    return torch.from_numpy(scipy.linalg.eigvalsh(a.T @ a, driver="evd", overwrite_a=True, check_finite=False))
 
 
 def left_gram_eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +119,10 @@ def left_gram_eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lam, vectors = torch.linalg.eigh(m @ m.T)
     else:
         a = m.numpy()
-        lam, vectors = (torch.from_numpy(t) for t in scipy.linalg.eigh(a @ a.T, driver="evd", check_finite=False))
+        gram = a @ a.T
+        lam, vectors = (
+            torch.from_numpy(t) for t in scipy.linalg.eigh(gram, driver="evd", overwrite_a=True, check_finite=False)
+        )
     return lam.flip(0), vectors.flip(1)
 
 

@@ -40,6 +40,17 @@ def test_triangular_solves_in_every_layout_match_torch(dtype, transpose, left):
             torch.testing.assert_close(got, want, rtol=tol, atol=tol, msg=f"R {r_layout}, M {m_layout}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_triangular_products_in_every_layout_match_torch(dtype):
+    rng = np.random.default_rng(5)
+    r = torch.linalg.cholesky(spd(rng, 9)).T.to(dtype)
+    m = torch.from_numpy(rng.standard_normal((4, 9))).to(dtype)
+    tol = 1e-13 if dtype == torch.float64 else 1e-5
+    for r_view in layouts(r).values():
+        for m_view in layouts(m).values():
+            torch.testing.assert_close(dense.times_upper(m_view, r_view), m @ r, rtol=tol, atol=tol)
+
+
 def test_tensors_needing_gradients_go_to_torch():
     rng = np.random.default_rng(1)
     r = torch.linalg.cholesky(spd(rng, 6)).T

@@ -93,23 +93,35 @@ def test_with_two_datapoints_cka_and_procrustes_would_be_constant():
 # ------------------------------------------------------------------------------------ routes
 
 
+def centred_mp(a: np.ndarray) -> mpmath.matrix:
+    """``a`` minus its column means, in mpmath at the working precision."""
+    m = mpmath.matrix(a.tolist())
+    means = [mpmath.fsum(m[i, j] for i in range(m.rows)) / m.rows for j in range(m.cols)]
+    centred = mpmath.matrix(m.rows, m.cols)
+    for i in range(m.rows):
+        for j in range(m.cols):
+            centred[i, j] = m[i, j] - means[j]
+    return centred
+
+
 def reference_cca(x: np.ndarray, y: np.ndarray, digits: int = 60) -> np.ndarray:
     """Canonical correlations of the float64 data, computed with ``digits`` significant digits:
     centring, Householder QR of each side and the singular values of ``Qx'Qy`` in mpmath."""
     with mpmath.workdps(digits):
-
-        def basis(a: np.ndarray) -> mpmath.matrix:
-            m = mpmath.matrix(a.tolist())
-            means = [mpmath.fsum(m[i, j] for i in range(m.rows)) / m.rows for j in range(m.cols)]
-            centred = mpmath.matrix(m.rows, m.cols)
-            for i in range(m.rows):
-                for j in range(m.cols):
-                    centred[i, j] = m[i, j] - means[j]
-            q, _ = mpmath.qr(centred, mode="skinny")
-            return q
-
-        qx, qy = basis(x), basis(y)
+        qx, qy = (mpmath.qr(centred_mp(a), mode="skinny")[0] for a in (x, y))
         return np.array(sorted((float(s) for s in mpmath.svd_r(qx.T * qy, compute_uv=False)), reverse=True))
+
+
+def reference_pwcca(x: np.ndarray, y: np.ndarray, digits: int = 60) -> float:
+    """PWCCA of the float64 data with ``digits`` significant digits: the canonical variates
+    ``h_i = Qx u_i`` from the SVD of ``Qx'Qy``, weights ``sum_j |<h_i, xc_j>|``, in mpmath."""
+    with mpmath.workdps(digits):
+        xc = centred_mp(x)
+        qx, qy = mpmath.qr(xc, mode="skinny")[0], mpmath.qr(centred_mp(y), mode="skinny")[0]
+        u, rho, _ = mpmath.svd_r(qx.T * qy)
+        projections = (qx * u).T * xc
+        alpha = [mpmath.fsum(abs(projections[i, j]) for j in range(xc.cols)) for i in range(len(rho))]
+        return float(mpmath.fsum(a * r for a, r in zip(alpha, rho)) / mpmath.fsum(alpha))
 
 
 def ill_conditioned_pair(cond: float) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +183,19 @@ def test_the_cholesky_route_is_within_its_certified_bound_of_60_digits():
     result = repsim.cca(x, y)
     assert result.details["route"] == "cholesky"
     assert np.abs(result.coefficients - reference_cca(x, y)).max() <= result.details["error_bound"] <= 1e-10
+
+
+@pytest.mark.parametrize("cond", [30.0, 1e7])
+def test_pwcca_is_within_its_certified_bound_of_60_digits_on_either_route(cond):
+    """Well conditioned: the Cholesky route, its left vectors from the eigendecomposition of
+    ``M M'`` (bound within 1e-10); ill conditioned: the QR route (bound ``O(eps cond)``). Either
+    way within the bound on the weighted mean."""
+    x, y = ill_conditioned_pair(cond)
+    result = repsim.pwcca(x, y)
+    cheap = cond < 1e3
+    assert result.details["route"] == ("cholesky" if cheap else "qr")
+    assert abs(float(result) - reference_pwcca(x, y)) <= result.details["error_bound"]
+    assert (result.details["error_bound"] <= 1e-10) == cheap
 
 
 def cholesky_route_bound(x: np.ndarray, y: np.ndarray) -> float:
