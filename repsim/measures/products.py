@@ -104,7 +104,8 @@ def _blocks(n: int, rows: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-#: Fewest rows per column that make blocks of unshifted data pay (measured, ``benchmarks/README.md``).
+#: Fewest rows per column that make blocks of unshifted data pay (measured: ``benchmarks/README.md``,
+#: "Blocks of unshifted data").
 MIN_BLOCK_ROWS_PER_COLUMN = 8
 
 
